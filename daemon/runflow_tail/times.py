@@ -1,0 +1,163 @@
+"""Instants and durations as the Runflow API and our config write them.
+
+Instants are integer nanoseconds since the Unix epoch (UTC). Runflow timestamps come as
+``2023-11-07T05:31:56Z`` or ``2023-11-07T05:31:56.123456+00:00`` with any fractional
+precision, and are never unique, so we never compare them as strings and never round
+them through ``datetime`` (which stops at microseconds).
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+import time
+
+NS_PER_SECOND = 1_000_000_000
+
+_INSTANT = re.compile(
+    r"""
+    (?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})
+    (?:
+        [Tt\ ]
+        (?P<hour>\d{2}):(?P<minute>\d{2})(?::(?P<second>\d{2})(?:[.,](?P<fraction>\d+))?)?
+        (?P<zone>[Zz]|[+-]\d{2}:?\d{2})?
+    )?
+    """,
+    re.VERBOSE,
+)
+
+_DURATION = re.compile(r"(?P<number>\d+(?:\.\d+)?|\.\d+)\s*(?P<unit>ns|us|µs|ms|s|m|h|d|w)?")
+_UNIT_SECONDS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+    "w": 604800.0,
+}
+
+
+class TimeValueError(ValueError):
+    """A timestamp or duration that cannot be read; the message says what is expected."""
+
+
+def parse_instant(text: str, *, date_only_ok: bool = True) -> int:
+    """Parse an RFC 3339 timestamp (or a bare date, midnight UTC) into epoch nanoseconds.
+
+    A timestamp without a zone is read as UTC: Runflow always writes UTC, and a user who
+    types ``2026-04-01T10:00`` in a filter means the same clock the API shows.
+    """
+    match = _INSTANT.fullmatch(text.strip())
+    if match is None or (not date_only_ok and match["hour"] is None):
+        raise TimeValueError(
+            f"{text!r} is not an RFC 3339 timestamp (expected e.g. 2026-04-01T10:00:00Z)"
+        )
+    try:
+        seconds = calendar.timegm(
+            (
+                int(match["year"]),
+                int(match["month"]),
+                int(match["day"]),
+                int(match["hour"] or 0),
+                int(match["minute"] or 0),
+                int(match["second"] or 0),
+            )
+        )
+        _check_fields(match)
+    except (ValueError, OverflowError) as exc:
+        raise TimeValueError(f"{text!r} is not a valid date or time: {exc}") from exc
+    fraction = (match["fraction"] or "")[:9].ljust(9, "0")
+    offset = _zone_offset_seconds(match["zone"])
+    return (seconds - offset) * NS_PER_SECOND + int(fraction)
+
+
+def _check_fields(match: re.Match[str]) -> None:
+    month, day = int(match["month"]), int(match["day"])
+    if not 1 <= month <= 12:
+        raise ValueError(f"month {month} out of range")
+    if not 1 <= day <= calendar.monthrange(int(match["year"]), month)[1]:
+        raise ValueError(f"day {day} out of range")
+    if int(match["hour"] or 0) > 23 or int(match["minute"] or 0) > 59:
+        raise ValueError("hour or minute out of range")
+    if int(match["second"] or 0) > 60:
+        raise ValueError("second out of range")
+
+
+def _zone_offset_seconds(zone: str | None) -> int:
+    if zone is None or zone in ("Z", "z"):
+        return 0
+    digits = zone[1:].replace(":", "")
+    offset = int(digits[:2]) * 3600 + int(digits[2:]) * 60
+    return -offset if zone[0] == "-" else offset
+
+
+def format_instant(ns: int, *, digits: int = 6, zone: str = "Z") -> str:
+    """Format epoch nanoseconds as RFC 3339 in UTC.
+
+    Fractions are truncated (never rounded up), so a formatted lower bound never
+    excludes the instant it came from.
+    """
+    seconds, remainder = divmod(ns, NS_PER_SECOND)
+    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    if digits > 0:
+        base += "." + f"{remainder:09d}"[:digits]
+    return base + zone
+
+
+def parse_duration(value: str | float | int) -> float:
+    """Seconds from a number or a string like ``500ms``, ``2s``, ``5m``, ``1h30m``."""
+    if isinstance(value, bool):
+        raise TimeValueError("a duration must be a number of seconds or a string like '2s'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        seconds = _parse_duration_text(value)
+    if seconds < 0:
+        raise TimeValueError(f"duration {value!r} must not be negative")
+    return seconds
+
+
+def _parse_duration_text(text: str) -> float:
+    stripped = text.strip()
+    position, total, parts = 0, 0.0, 0
+    while position < len(stripped):
+        match = _DURATION.match(stripped, position)
+        if match is None or match.end() == position:
+            break
+        unit = match["unit"] or "s"
+        total += float(match["number"]) * _UNIT_SECONDS[unit]
+        position = match.end()
+        parts += 1
+        while position < len(stripped) and stripped[position] == " ":
+            position += 1
+    if parts == 0 or position != len(stripped):
+        raise TimeValueError(
+            f"{text!r} is not a duration (expected seconds as a number, or e.g. "
+            "'500ms', '2s', '5m', '1h', '1h30m')"
+        )
+    return total
+
+
+def parse_start(text: str, *, now_ns: int) -> int | None:
+    """Resolve a stream's ``start_at``: ``now``, ``beginning`` (None), RFC 3339, or ``-15m``."""
+    stripped = text.strip()
+    if stripped == "now":
+        return now_ns
+    if stripped == "beginning":
+        return None
+    if stripped.startswith("-"):
+        return now_ns - int(parse_duration(stripped[1:]) * NS_PER_SECOND)
+    return parse_instant(stripped)
+
+
+def validate_start(text: str) -> str:
+    """Check a ``start_at`` value without resolving it against a clock."""
+    parse_start(text, now_ns=0)
+    return text.strip()
+
+
+def now_ns() -> int:
+    return time.time_ns()
