@@ -1,0 +1,151 @@
+"""The journal: durable entries, stream cursors and sink offsets, used from the event loop.
+
+All SQLite work runs in one worker thread at a time (a capacity limiter of 1), so the
+event loop never blocks on disk and the connection is never used concurrently. A commit
+that has started always finishes, even when its caller is cancelled: the cursor and its
+entries land together or not at all.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+import anyio
+
+from ..models import Entry
+from ..observability import get_logger
+from .lock import StateDirLock, is_locked
+from .store import JOURNAL_NAME, CursorState, DeadLetter, JournalStore
+
+__all__ = [
+    "JOURNAL_NAME",
+    "CursorState",
+    "DeadLetter",
+    "Journal",
+    "JournalStore",
+    "StateDirLock",
+    "is_locked",
+]
+
+PRUNE_INTERVAL = 10.0
+
+P = ParamSpec("P")
+T = TypeVar("T")
+log = get_logger(__name__)
+
+
+class Journal:
+    def __init__(self, store: JournalStore, *, max_bytes: int, dedup_window_ns: int) -> None:
+        self.store = store
+        self.max_bytes = max_bytes
+        self._dedup_window_ns = dedup_window_ns
+        self._worker = anyio.CapacityLimiter(1)
+        self._appended = anyio.Event()
+        self._delivered = anyio.Event()
+        self.last_seq = 0
+        self._subscribers: dict[str, tuple[str, ...]] = {}
+        self._last_prune = 0.0
+        self._full = False
+        self.size_bytes = 0
+
+    @classmethod
+    async def open(cls, state_dir: Path, *, max_bytes: int, dedup_window: float) -> Journal:
+        store = await anyio.to_thread.run_sync(JournalStore, state_dir / JOURNAL_NAME)
+        journal = cls(store, max_bytes=max_bytes, dedup_window_ns=int(dedup_window * 1e9))
+        journal.last_seq = await journal.run(store.max_seq)
+        journal.size_bytes = await journal.run(store.size_bytes)
+        return journal
+
+    async def aclose(self) -> None:
+        await self.run(self.store.close)
+
+    async def run(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``function`` in the journal's worker thread."""
+        return await anyio.to_thread.run_sync(
+            lambda: function(*args, **kwargs), limiter=self._worker
+        )
+
+    # -- polling side ------------------------------------------------------------------
+
+    async def commit_page(
+        self, stream: str, rows: Sequence[tuple[str, int, bytes]], state: CursorState
+    ) -> int:
+        inserted, last_seq = await self.run(self.store.commit_page, stream, rows, state)
+        if last_seq > self.last_seq:
+            self.last_seq = last_seq
+            self._appended.set()
+            self._appended = anyio.Event()
+        return inserted
+
+    async def wait_for_space(self) -> None:
+        """Pause polling while the journal is at its size cap (the API keeps the data)."""
+        while True:
+            self.size_bytes = await self.run(self.store.size_bytes)
+            if self.size_bytes < self.max_bytes:
+                if self._full:
+                    log.info("journal.space_available", size_bytes=self.size_bytes)
+                    self._full = False
+                return
+            if not self._full:
+                log.warning(
+                    "journal.full",
+                    size_bytes=self.size_bytes,
+                    max_journal_bytes=self.max_bytes,
+                    action="polling paused until sinks catch up; nothing is lost, the API "
+                    "keeps the entries",
+                )
+                self._full = True
+            await self.prune(force=True)
+            if (await self.run(self.store.size_bytes)) >= self.max_bytes:
+                await self._delivered.wait()
+
+    # -- delivery side -----------------------------------------------------------------
+
+    def subscribe(self, subscriptions: Mapping[str, Sequence[str]]) -> None:
+        """Which sinks read which streams; retention waits for exactly these sinks."""
+        self._subscribers = {stream: tuple(sinks) for stream, sinks in subscriptions.items()}
+
+    async def wait_for_entries_after(self, seq: int) -> None:
+        while self.last_seq <= seq:
+            await self._appended.wait()
+
+    async def read_after(
+        self, seq: int, streams: Sequence[str], *, max_events: int, max_bytes: int
+    ) -> list[Entry]:
+        return await self.run(
+            self.store.read_after, seq, streams, max_events=max_events, max_bytes=max_bytes
+        )
+
+    async def set_offset(self, sink: str, seq: int) -> None:
+        await self.run(self.store.set_offset, sink, seq)
+        self._delivered.set()
+        self._delivered = anyio.Event()
+        await self.prune()
+
+    async def prune(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_prune < PRUNE_INTERVAL:
+            return
+        self._last_prune = now
+        removed = await self.run(self._prune_sync)
+        if removed:
+            log.debug("journal.pruned", entries=removed)
+
+    def _prune_sync(self) -> int:
+        offsets = self.store.offsets()
+        cursors = self.store.list_cursors()
+        removed = 0
+        for stream, sinks in self._subscribers.items():
+            cursor = cursors.get(stream)
+            if cursor is None or cursor.watermark is None:
+                continue
+            delivered = min((offsets.get(sink, 0) for sink in sinks), default=self.last_seq)
+            removed += self.store.prune(
+                stream,
+                delivered_seq=delivered,
+                older_than_ns=cursor.watermark - self._dedup_window_ns,
+            )
+        return removed

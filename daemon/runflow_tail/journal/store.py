@@ -1,0 +1,353 @@
+"""The journal's SQLite store: synchronous, called from one worker thread only.
+
+Tables: ``entries`` (every fetched entry, bytes as received, ``UNIQUE(stream, id)``),
+``cursors`` (per stream: watermark, strategy, API cursor, query fingerprint, health),
+``sink_offsets`` (per sink: the last ``seq`` delivered) and ``dead_letters``.
+``seq`` is AUTOINCREMENT so it never goes backwards, even after retention empties the table.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import msgspec
+
+from ..errors import JournalUnreadable
+from ..models import Entry
+
+JOURNAL_NAME = "journal.sqlite3"
+SCHEMA_VERSION = 1
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE entries (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        stream TEXT NOT NULL,
+        id TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        raw BLOB NOT NULL,
+        UNIQUE (stream, id)
+    );
+    CREATE TABLE cursors (
+        stream TEXT PRIMARY KEY,
+        watermark INTEGER,
+        floor INTEGER,
+        strategy TEXT,
+        api_cursor TEXT,
+        fingerprint TEXT NOT NULL,
+        last_id TEXT,
+        updated_at REAL NOT NULL,
+        health_error TEXT,
+        last_success_at REAL
+    );
+    CREATE TABLE sink_offsets (
+        sink TEXT PRIMARY KEY,
+        offset INTEGER NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE dead_letters (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        sink TEXT NOT NULL,
+        first_seq INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        entries BLOB NOT NULL
+    );
+    CREATE INDEX dead_letters_by_sink ON dead_letters (sink, id);
+    """,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CursorState:
+    """Where a stream stands. ``watermark`` is the newest timestamp journaled (epoch ns);
+    ``floor`` drops entries older than the stream's start; ``api_cursor`` is the cursor that
+    fetched the last page (cursor strategy)."""
+
+    fingerprint: str
+    watermark: int | None = None
+    floor: int | None = None
+    strategy: str | None = None
+    api_cursor: str | None = None
+    last_id: str | None = None
+    health_error: str | None = None
+    last_success_at: float | None = None
+    updated_at: float = field(default=0.0, compare=False)
+
+    def advanced(self, entries: Sequence[tuple[str, int]]) -> CursorState:
+        """The state after journaling ``(id, timestamp)`` pairs."""
+        newest = self.watermark
+        last_id = self.last_id
+        for entry_id, timestamp in entries:
+            if newest is None or timestamp >= newest:
+                newest, last_id = timestamp, entry_id
+        return replace(self, watermark=newest, last_id=last_id)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: int
+    sink: str
+    first_seq: int
+    last_seq: int
+    reason: str
+    created_at: float
+    entries: list[Entry]
+
+
+class JournalStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._db = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=30
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # WAL + NORMAL survives any process crash; after a power loss the newest
+            # transactions may roll back together with their cursor, never apart from it.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+            self._db.execute("SELECT count(*) FROM cursors").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise JournalUnreadable(
+                f"the journal {path} is unreadable ({exc}). Nothing was changed. To start "
+                f"over, run `runflow-tail checkpoint reset --all` (it moves the file aside), "
+                "or restore it from a backup."
+            ) from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _migrate(self) -> None:
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(
+                f"schema version {version} is newer than this runflow-tail understands "
+                f"({SCHEMA_VERSION}); upgrade runflow-tail"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _MIGRATIONS[target].split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version={target}")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    # -- streams -----------------------------------------------------------------------
+
+    def load_cursor(self, stream: str) -> CursorState | None:
+        row = self._db.execute(
+            "SELECT fingerprint, watermark, floor, strategy, api_cursor, last_id, "
+            "health_error, last_success_at, updated_at FROM cursors WHERE stream = ?",
+            (stream,),
+        ).fetchone()
+        return None if row is None else CursorState(*row)
+
+    def save_cursor(self, stream: str, state: CursorState) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        self._write_cursor(stream, state)
+        self._db.execute("COMMIT")
+
+    def _write_cursor(self, stream: str, state: CursorState) -> None:
+        self._db.execute(
+            "INSERT INTO cursors (stream, fingerprint, watermark, floor, strategy, api_cursor, "
+            "last_id, health_error, last_success_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (stream) DO UPDATE SET "
+            "fingerprint = excluded.fingerprint, watermark = excluded.watermark, "
+            "floor = excluded.floor, strategy = excluded.strategy, "
+            "api_cursor = excluded.api_cursor, last_id = excluded.last_id, "
+            "health_error = excluded.health_error, last_success_at = excluded.last_success_at, "
+            "updated_at = excluded.updated_at",
+            (
+                stream,
+                state.fingerprint,
+                state.watermark,
+                state.floor,
+                state.strategy,
+                state.api_cursor,
+                state.last_id,
+                state.health_error,
+                state.last_success_at,
+                time.time(),
+            ),
+        )
+
+    def list_cursors(self) -> dict[str, CursorState]:
+        rows = self._db.execute(
+            "SELECT stream, fingerprint, watermark, floor, strategy, api_cursor, last_id, "
+            "health_error, last_success_at, updated_at FROM cursors ORDER BY stream"
+        ).fetchall()
+        return {row[0]: CursorState(*row[1:]) for row in rows}
+
+    def delete_stream(self, stream: str) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.execute("DELETE FROM cursors WHERE stream = ?", (stream,))
+        self._db.execute("DELETE FROM entries WHERE stream = ?", (stream,))
+        self._db.execute("COMMIT")
+
+    def commit_page(
+        self, stream: str, rows: Iterable[tuple[str, int, bytes]], state: CursorState
+    ) -> tuple[int, int]:
+        """Insert new entries and the new cursor in one transaction.
+
+        Returns (entries inserted, highest seq). Re-read entries are dropped by
+        ``UNIQUE(stream, id)``; the cursor can never run ahead of the data.
+        """
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            before = self._db.total_changes
+            self._db.executemany(
+                "INSERT OR IGNORE INTO entries (stream, id, ts, raw) VALUES (?, ?, ?, ?)",
+                ((stream, entry_id, ts, raw) for entry_id, ts, raw in rows),
+            )
+            inserted = self._db.total_changes - before
+            self._write_cursor(stream, state)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return inserted, self.max_seq()
+
+    # -- sinks -------------------------------------------------------------------------
+
+    def max_seq(self) -> int:
+        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'entries'").fetchone()
+        return int(row[0]) if row else 0
+
+    def offsets(self) -> dict[str, int]:
+        return dict(self._db.execute("SELECT sink, offset FROM sink_offsets").fetchall())
+
+    def ensure_offsets(self, sinks: Iterable[str]) -> dict[str, int]:
+        """Register sinks seen for the first time at the journal's end: a sink added to a
+        running setup receives new entries, not the whole retained history."""
+        self._db.execute("BEGIN IMMEDIATE")
+        end = self.max_seq()
+        now = time.time()
+        self._db.executemany(
+            "INSERT OR IGNORE INTO sink_offsets (sink, offset, updated_at) VALUES (?, ?, ?)",
+            ((sink, end, now) for sink in sinks),
+        )
+        self._db.execute("COMMIT")
+        return self.offsets()
+
+    def set_offset(self, sink: str, seq: int) -> None:
+        self._db.execute(
+            "INSERT INTO sink_offsets (sink, offset, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (sink) DO UPDATE SET offset = excluded.offset, "
+            "updated_at = excluded.updated_at",
+            (sink, seq, time.time()),
+        )
+
+    def read_after(
+        self, seq: int, streams: Sequence[str], *, max_events: int, max_bytes: int
+    ) -> list[Entry]:
+        """Entries of ``streams`` after ``seq`` in seq order, at most one batch's worth."""
+        if not streams:
+            return []
+        marks = ",".join("?" * len(streams))
+        cursor = self._db.execute(
+            f"SELECT seq, stream, id, ts, raw FROM entries WHERE seq > ? AND stream IN ({marks}) "  # noqa: S608
+            "ORDER BY seq LIMIT ?",
+            (seq, *streams, max_events),
+        )
+        batch: list[Entry] = []
+        size = 0
+        for row in cursor:
+            size += len(row[4])
+            if batch and size > max_bytes:
+                break
+            batch.append(Entry(row[0], row[1], row[2], row[3], row[4]))
+        return batch
+
+    def backlog(self, seq: int, streams: Sequence[str]) -> int:
+        if not streams:
+            return 0
+        marks = ",".join("?" * len(streams))
+        row = self._db.execute(
+            f"SELECT count(*) FROM entries WHERE seq > ? AND stream IN ({marks})",  # noqa: S608
+            (seq, *streams),
+        ).fetchone()
+        return int(row[0])
+
+    # -- dead letters ------------------------------------------------------------------
+
+    def dead_letter(self, sink: str, batch: Sequence[Entry], reason: str) -> None:
+        """Keep a batch the sink refused, and move the sink past it, in one transaction."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self.add_dead_letter(sink, batch, reason)
+            self.set_offset(sink, batch[-1].seq)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def add_dead_letter(self, sink: str, batch: Sequence[Entry], reason: str) -> None:
+        payload = msgspec.msgpack.encode(
+            [(e.seq, e.stream, e.id, e.timestamp_ns, e.raw) for e in batch]
+        )
+        self._db.execute(
+            "INSERT INTO dead_letters (sink, first_seq, last_seq, reason, created_at, entries) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (sink, batch[0].seq, batch[-1].seq, reason, time.time(), payload),
+        )
+
+    def dead_letters(self, sink: str) -> list[DeadLetter]:
+        rows = self._db.execute(
+            "SELECT id, sink, first_seq, last_seq, reason, created_at, entries "
+            "FROM dead_letters WHERE sink = ? ORDER BY id",
+            (sink,),
+        ).fetchall()
+        return [DeadLetter(*row[:6], _decode_dead_entries(row[6])) for row in rows]
+
+    def delete_dead_letter(self, letter_id: int) -> None:
+        self._db.execute("DELETE FROM dead_letters WHERE id = ?", (letter_id,))
+
+    def count_dead_letters(self) -> dict[str, int]:
+        return dict(self._db.execute("SELECT sink, count(*) FROM dead_letters GROUP BY sink"))
+
+    def read_range(
+        self, streams: Sequence[str], start_ns: int, end_ns: int | None, *, after_seq: int,
+        limit: int,
+    ) -> list[Entry]:
+        """Entries of ``streams`` with a timestamp in [start, end), in seq order (for replay)."""
+        marks = ",".join("?" * len(streams))
+        rows = self._db.execute(
+            f"SELECT seq, stream, id, ts, raw FROM entries WHERE seq > ? AND stream IN ({marks}) "  # noqa: S608
+            "AND ts >= ? AND ts < ? ORDER BY seq LIMIT ?",
+            (after_seq, *streams, start_ns, end_ns if end_ns is not None else 2**63 - 1, limit),
+        ).fetchall()
+        return [Entry(*row) for row in rows]
+
+    # -- retention ---------------------------------------------------------------------
+
+    def size_bytes(self) -> int:
+        page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
+        pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+        free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+        return int(page_size) * (int(pages) - int(free))
+
+    def prune(self, stream: str, *, delivered_seq: int, older_than_ns: int) -> int:
+        """Drop entries every subscribed sink is past and that are outside the de-dup window."""
+        cursor = self._db.execute(
+            "DELETE FROM entries WHERE stream = ? AND seq <= ? AND ts < ?",
+            (stream, delivered_seq, older_than_ns),
+        )
+        return cursor.rowcount
+
+    def entries_count(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM entries").fetchone()[0])
+
+
+def _decode_dead_entries(payload: bytes) -> list[Entry]:
+    rows = msgspec.msgpack.decode(payload, type=list[tuple[int, str, str, int, bytes]])
+    return [Entry(*row) for row in rows]

@@ -1,0 +1,69 @@
+"""Small value types shared across modules: config building blocks and the journaled entry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import msgspec
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from .times import parse_duration
+
+
+class FrozenModel(BaseModel):
+    """Config flows in once, top-down: every config model is immutable and strict about keys."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _duration(value: Any) -> float:
+    if isinstance(value, str | int | float):
+        return parse_duration(value)
+    raise ValueError("expected a duration: seconds as a number, or e.g. '500ms', '2s', '5m', '1h'")
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
+"""Seconds, written in config as a number or as ``500ms`` / ``2s`` / ``5m`` / ``1h``."""
+
+PositiveDuration = Annotated[Duration, Field(gt=0)]
+
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2}
+_SIZE_UNITS["gib"] = 1024**3
+
+
+def _byte_size(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+        unit = text[len(number) :]
+        if number and unit in _SIZE_UNITS:
+            try:
+                return int(float(number) * _SIZE_UNITS[unit])
+            except ValueError:
+                pass
+    raise ValueError("expected a size: bytes as an integer, or e.g. '512KiB', '10MB', '1GiB'")
+
+
+ByteSize = Annotated[int, BeforeValidator(_byte_size), Field(ge=0)]
+
+
+@dataclass(slots=True)
+class Entry:
+    """One log entry as journaled: identity, order, and the bytes exactly as the API sent them."""
+
+    seq: int
+    stream: str
+    id: str
+    timestamp_ns: int
+    raw: bytes
+    _decoded: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    def data(self) -> dict[str, Any]:
+        """The decoded entry, for filters and formatting; decoded once, on demand."""
+        if self._decoded is None:
+            decoded = msgspec.json.decode(self.raw)
+            self._decoded = decoded if isinstance(decoded, dict) else {"value": decoded}
+        return self._decoded

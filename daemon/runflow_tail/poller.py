@@ -1,0 +1,317 @@
+"""The poller: one task per stream, moving entries from the API into the journal.
+
+Two strategies (design §3). *Range*: each cycle asks for ``timestamp >= watermark -
+lookback`` and follows page cursors until a short page; the journal's unique ids drop
+what was seen. *Cursor*, for an API that refuses ranges on ``timestamp``: keep the cursor
+that fetched the last page and poll it again; advance when pages fill; an expired cursor
+re-walks from the start of the results, dropping what is older than the watermark, and
+checks whether the newest entry we had is still there (a gap check, logged and counted).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import anyio
+
+from .client import FetchedEntry, Page, RunflowClient
+from .errors import (
+    ApiConfigurationError,
+    ApiCursorRejected,
+    RetryableApiError,
+)
+from .journal import CursorState, Journal
+from .observability import get_logger
+from .pacing import Backoff
+from .settings import ApiSettings, StreamSettings
+from .times import NS_PER_SECOND, format_instant, parse_start
+
+RangeForm = Literal["bare", "quoted"]
+PERSIST_HEALTH_EVERY = 30.0
+PROBE_FUTURE_NS = 86_400 * NS_PER_SECOND
+
+log = get_logger(__name__)
+
+
+@dataclass
+class StreamHealth:
+    """What the poller knows about its stream right now (for status, readiness, metrics)."""
+
+    name: str
+    strategy: str | None = None
+    last_success_monotonic: float | None = None
+    last_success_at: float | None = None
+    problem: str | None = None
+    entries_fetched: int = 0
+    requests: int = 0
+    gaps_suspected: int = 0
+    cursor_resets: int = 0
+    watermark_ns: int | None = None
+    first_poll_done: anyio.Event = field(default_factory=anyio.Event)
+    caught_up: anyio.Event = field(default_factory=anyio.Event)
+    """Set once a cycle has reached the end of what the API shows."""
+
+
+def query_fingerprint(stream: StreamSettings) -> str:
+    return hashlib.sha256(f"{stream.run_id}\n{stream.query}".encode()).hexdigest()[:16]
+
+
+def with_range(query: str, lower_ns: int, form: RangeForm) -> str:
+    instant = format_instant(lower_ns)
+    clause = f'timestamp>="{instant}"' if form == "quoted" else f"timestamp>={instant}"
+    return f"({query}) AND {clause}" if query.strip() else clause
+
+
+class Poller:
+    def __init__(
+        self,
+        stream: StreamSettings,
+        api: ApiSettings,
+        client: RunflowClient,
+        journal: Journal,
+    ) -> None:
+        self.stream = stream
+        self.health = StreamHealth(stream.name)
+        self._api = api
+        self._client = client
+        self._journal = journal
+        self._backoff = Backoff(api.backoff_initial, api.backoff_max)
+        self._state = CursorState(fingerprint=query_fingerprint(stream))
+        self._range_form: RangeForm = "bare"
+        self._strategy: str | None = None
+        self._gap_check: tuple[str, int] | None = None
+        self._persisted_health_at = 0.0
+        self._reported_problem: str | None = None
+
+    async def run(self) -> None:
+        self._state = await self._load_state()
+        while True:
+            await self._journal.wait_for_space()
+            started = anyio.current_time()
+            try:
+                if self._strategy is None:
+                    self._strategy = await self._choose_strategy()
+                more = await (self._range_cycle() if self._strategy == "range" else self._cursor_cycle())
+            except ApiCursorRejected as exc:
+                await self._on_cursor_rejected(exc)
+                continue
+            except ApiConfigurationError as exc:
+                await self._on_problem(str(exc))
+                await anyio.sleep(self._api.config_error_retry_interval)
+                continue
+            except RetryableApiError as exc:
+                delay = self._backoff.next_delay(exc.retry_after)
+                log.warning(
+                    "stream.poll_failed", stream=self.stream.name, error=str(exc),
+                    retry_in=round(delay, 2), attempt=self._backoff.attempts,
+                )
+                await self._mark_failing(str(exc))
+                await anyio.sleep(delay)
+                continue
+            await self._on_success()
+            if not more:
+                self.health.caught_up.set()
+                await anyio.sleep(max(0.0, self.stream.poll_interval - (anyio.current_time() - started)))
+
+    # -- start-up ----------------------------------------------------------------------
+
+    async def _load_state(self) -> CursorState:
+        fingerprint = query_fingerprint(self.stream)
+        stored = await self._journal.run(self._journal.store.load_cursor, self.stream.name)
+        if stored is None:
+            start = parse_start(self.stream.start_at, now_ns=time.time_ns())
+            state = CursorState(fingerprint=fingerprint, watermark=start, floor=start)
+            log.info("stream.starting", stream=self.stream.name, start_at=self.stream.start_at)
+        elif stored.fingerprint != fingerprint:
+            # The watermark is about time, not about the query: keep it, so a changed
+            # filter continues from where the stream was instead of replaying history.
+            state = replace(stored, fingerprint=fingerprint, api_cursor=None)
+            log.info(
+                "stream.query_changed", stream=self.stream.name,
+                kept_watermark=_show(stored.watermark),
+            )
+        else:
+            state = stored
+            log.info(
+                "stream.resuming", stream=self.stream.name, watermark=_show(stored.watermark),
+            )
+        self.health.watermark_ns = state.watermark
+        return state
+
+    async def _choose_strategy(self) -> str:
+        if self.stream.strategy != "auto":
+            self.health.strategy = self.stream.strategy
+            return self.stream.strategy
+        # The user's own filter first: if the API rejects it, that is the problem to
+        # report, not a reason to think ranges are unsupported.
+        await self._fetch(self.stream.query, None, limit=1)
+        future = time.time_ns() + PROBE_FUTURE_NS
+        chosen, reason = "cursor", "the API rejects range filters on timestamp"
+        for form in ("bare", "quoted"):
+            try:
+                page = await self._fetch(with_range(self.stream.query, future, form), None, limit=1)
+            except ApiConfigurationError as exc:
+                if exc.status in (400, 422):
+                    continue
+                raise
+            if page.item_count == 0:
+                chosen, reason, self._range_form = "range", f"range filters work ({form})", form
+            else:
+                reason = "the API ignores range filters on timestamp"
+            break
+        log.info("stream.strategy_chosen", stream=self.stream.name, strategy=chosen, reason=reason)
+        self.health.strategy = chosen
+        return chosen
+
+    # -- cycles --------------------------------------------------------------------------
+
+    async def _range_cycle(self) -> bool:
+        """Follow pages from the watermark until a short page; True if more is waiting."""
+        start_watermark = self._state.watermark
+        lower = self._lower_bound()
+        query = self.stream.query if lower is None else with_range(self.stream.query, lower, self._range_form)
+        cursor: str | None = None
+        async with anyio.create_task_group() as commits:
+            pending: anyio.Event | None = None
+            while True:
+                page = await self._fetch(query, cursor)
+                # Pipelining: the next request goes out while this page commits.
+                if pending is not None:
+                    await pending.wait()
+                pending = anyio.Event()
+                commits.start_soon(self._commit, page, lower, None, pending)
+                if not self._is_full(page) or page.next_cursor is None:
+                    break
+                cursor = page.next_cursor
+        full_without_next = self._is_full(page) and page.next_cursor is None
+        return full_without_next and self._state.watermark != start_watermark
+
+    async def _cursor_cycle(self) -> bool:
+        lower = self._lower_bound()
+        cursor = self._state.api_cursor
+        while True:
+            page = await self._fetch(self.stream.query, cursor)
+            await self._commit(page, lower, cursor, None)
+            if not self._is_full(page) or page.next_cursor is None:
+                if self._gap_check is not None:
+                    self._finish_gap_check(found=False)
+                return False
+            cursor = page.next_cursor
+            self._state = replace(self._state, api_cursor=cursor)
+
+    def _lower_bound(self) -> int | None:
+        state = self._state
+        bounds = [b for b in (state.floor,) if b is not None]
+        if state.watermark is not None:
+            bounds.append(state.watermark - int(self.stream.lookback * NS_PER_SECOND))
+        return max(bounds) if bounds else None
+
+    def _is_full(self, page: Page) -> bool:
+        return page.item_count >= self.stream.page_size
+
+    async def _fetch(self, query: str, cursor: str | None, *, limit: int | None = None) -> Page:
+        self.health.requests += 1
+        return await self._client.fetch_logs(
+            self.stream.run_id,
+            query=query,
+            fields=self.stream.fields,
+            limit=limit or self.stream.page_size,
+            cursor=cursor,
+        )
+
+    async def _commit(
+        self, page: Page, lower: int | None, api_cursor: str | None, done: anyio.Event | None
+    ) -> None:
+        try:
+            kept = [e for e in page.entries if lower is None or e.timestamp_ns >= lower]
+            if self._gap_check is not None:
+                self._check_gap(page.entries)
+            state = self._state.advanced([(e.id, e.timestamp_ns) for e in kept])
+            state = replace(state, api_cursor=api_cursor, strategy=self._strategy)
+            if kept or state != self._state:
+                inserted = await self._journal.commit_page(
+                    self.stream.name, [(e.id, e.timestamp_ns, e.raw) for e in kept], state
+                )
+                self.health.entries_fetched += inserted
+                self._persisted_health_at = time.monotonic()
+            self._state = state
+            self.health.watermark_ns = state.watermark
+        finally:
+            if done is not None:
+                done.set()
+
+    # -- trouble -------------------------------------------------------------------------
+
+    async def _on_cursor_rejected(self, exc: ApiCursorRejected) -> None:
+        self.health.cursor_resets += 1
+        log.warning(
+            "stream.cursor_rejected", stream=self.stream.name, error=str(exc),
+            action="seeking again from the watermark", watermark=_show(self._state.watermark),
+        )
+        if self._strategy == "cursor" and self._state.last_id and self._state.watermark:
+            self._gap_check = (self._state.last_id, self._state.watermark)
+        self._state = replace(self._state, api_cursor=None)
+        await self._journal.run(self._journal.store.save_cursor, self.stream.name, self._state)
+
+    def _check_gap(self, entries: list[FetchedEntry]) -> None:
+        assert self._gap_check is not None
+        last_id, watermark = self._gap_check
+        for entry in entries:
+            if entry.id == last_id:
+                self._finish_gap_check(found=True)
+                return
+            if entry.timestamp_ns > watermark:
+                self._finish_gap_check(found=False)
+                return
+
+    def _finish_gap_check(self, *, found: bool) -> None:
+        if found:
+            log.info("stream.reseek_complete", stream=self.stream.name, gap=False)
+        else:
+            self.health.gaps_suspected += 1
+            log.warning(
+                "stream.gap_suspected", stream=self.stream.name,
+                reason="after the cursor expired, the newest entry we had was not found again; "
+                "entries between it and the next one seen may be missing",
+                watermark=_show(self._gap_check[1] if self._gap_check else None),
+            )
+        self._gap_check = None
+
+    async def _on_problem(self, problem: str) -> None:
+        if problem != self._reported_problem:
+            log.error(
+                "stream.configuration_problem", stream=self.stream.name, problem=problem,
+                retry_in=self._api.config_error_retry_interval,
+            )
+            self._reported_problem = problem
+        await self._mark_failing(problem)
+
+    async def _mark_failing(self, problem: str) -> None:
+        changed = self.health.problem != problem
+        self.health.problem = problem
+        if changed:
+            self._state = replace(self._state, health_error=problem)
+            await self._journal.run(self._journal.store.save_cursor, self.stream.name, self._state)
+
+    async def _on_success(self) -> None:
+        self._backoff.reset()
+        now = time.time()
+        self.health.last_success_monotonic = anyio.current_time()
+        self.health.last_success_at = now
+        recovered = self.health.problem is not None
+        if recovered:
+            log.info("stream.recovered", stream=self.stream.name)
+            self.health.problem = None
+            self._reported_problem = None
+        if recovered or time.monotonic() - self._persisted_health_at > PERSIST_HEALTH_EVERY:
+            self._state = replace(self._state, health_error=None, last_success_at=now)
+            await self._journal.run(self._journal.store.save_cursor, self.stream.name, self._state)
+            self._persisted_health_at = time.monotonic()
+        self.health.first_poll_done.set()
+
+
+def _show(ns: int | None) -> str | None:
+    return None if ns is None else format_instant(ns)

@@ -1,0 +1,221 @@
+"""The configuration model: what every option means, its default, and what is valid.
+
+Loading (sources, precedence, error messages) lives in ``config_loader``; this module
+only describes the shape, so a reader finds every option in one place.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .filters import parse_filter
+from .models import ByteSize, Duration, FrozenModel, PositiveDuration
+from .observability import LogFormat, LogLevel
+from .sinks import SinkConfig
+from .sinks.stdout import StdoutSinkConfig
+from .times import validate_start
+
+DEFAULT_BASE_URL = "https://api.runflow.io"
+DEFAULT_FIELDS = ("id", "run_id", "level_code", "message", "timestamp", "meta")
+REQUIRED_FIELDS = ("id", "timestamp")
+DEFAULT_PAGE_SIZE = 500
+DEFAULT_POLL_INTERVAL = 2.0
+DEFAULT_LOOKBACK = 5.0
+DEFAULT_STREAM_NAME = "all"
+DEFAULT_SINK_NAME = "stdout"
+DEFAULT_MAX_JOURNAL_BYTES = 1024**3
+DEFAULT_DEDUP_WINDOW = 600.0
+
+_STREAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_RUN_ID = re.compile(r"any|[0-9A-Za-z][0-9A-Za-z_-]{0,127}")
+
+
+class ApiSettings(FrozenModel):
+    base_url: str = DEFAULT_BASE_URL
+    api_key: SecretStr | None = None
+    api_key_file: Path | None = None
+    organization_id: str | None = None
+    timeout: PositiveDuration = 30.0
+    max_requests_per_second: float = Field(5.0, gt=0, le=1000)
+    backoff_initial: PositiveDuration = 1.0
+    backoff_max: PositiveDuration = 32.0
+    config_error_retry_interval: PositiveDuration = 300.0
+    """How often to retry after the API said the config is wrong (401/403/404/400)."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+            raise ValueError("expected an http(s) URL such as https://api.runflow.io")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> ApiSettings:
+        if self.backoff_max < self.backoff_initial:
+            raise ValueError("backoff_max must be at least backoff_initial")
+        return self
+
+
+class StateSettings(FrozenModel):
+    dir: Path | None = None
+    """Where the journal lives; default $STATE_DIRECTORY, else ~/.local/state/runflow-tail."""
+    max_journal_bytes: ByteSize = DEFAULT_MAX_JOURNAL_BYTES
+    """When the journal reaches this size, polling pauses until sinks catch up."""
+    dedup_window: PositiveDuration = DEFAULT_DEDUP_WINDOW
+    """Delivered entries stay this long (by timestamp) so re-reads are recognised."""
+
+
+class LogSettings(FrozenModel):
+    level: LogLevel = "info"
+    format: LogFormat = "auto"
+
+
+class StreamSettings(FrozenModel):
+    name: str = DEFAULT_STREAM_NAME
+    run_id: str = "any"
+    query: str = ""
+    fields: tuple[str, ...] = DEFAULT_FIELDS
+    """Top-level fields to fetch; an empty list fetches whole entries (with the `run`)."""
+    page_size: int = Field(DEFAULT_PAGE_SIZE, ge=1, le=500)
+    poll_interval: PositiveDuration = DEFAULT_POLL_INTERVAL
+    start_at: str = "now"
+    lookback: Duration = DEFAULT_LOOKBACK
+    strategy: Literal["auto", "range", "cursor"] = "auto"
+    sinks: tuple[str, ...] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_shape(cls, value: str) -> str:
+        if not _STREAM_NAME.fullmatch(value):
+            raise ValueError("expected 1-64 letters, digits, '_', '.' or '-'")
+        return value
+
+    @field_validator("run_id")
+    @classmethod
+    def _run_id_shape(cls, value: str) -> str:
+        if not _RUN_ID.fullmatch(value):
+            raise ValueError("expected a run id (UUID) or 'any'")
+        return value
+
+    @field_validator("query")
+    @classmethod
+    def _query_parses(cls, value: str) -> str:
+        parse_filter(value)
+        return value
+
+    @field_validator("fields", mode="before")
+    @classmethod
+    def _fields_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("fields")
+    @classmethod
+    def _fields_include_identity(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # id and timestamp are what the journal keys on; fetching them is not optional.
+        if not value:
+            return value
+        return tuple(dict.fromkeys((*REQUIRED_FIELDS, *value)))
+
+    @field_validator("start_at")
+    @classmethod
+    def _start_parses(cls, value: str) -> str:
+        try:
+            return validate_start(value)
+        except ValueError as exc:
+            raise ValueError(
+                f"expected 'now', 'beginning', an RFC 3339 timestamp or a relative time "
+                f"like '-15m' ({exc})"
+            ) from exc
+
+
+def _default_streams() -> tuple[StreamSettings, ...]:
+    return (StreamSettings(),)
+
+
+def _default_sinks() -> dict[str, SinkConfig]:
+    return {DEFAULT_SINK_NAME: StdoutSinkConfig(type="stdout", format="json")}
+
+
+class Settings(BaseSettings):
+    """The whole configuration; build it with ``config_loader.load_settings``."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="forbid")
+
+    api: ApiSettings = ApiSettings()
+    state: StateSettings = StateSettings()
+    log: LogSettings = LogSettings()
+    streams: Annotated[tuple[StreamSettings, ...], Field(min_length=1)] = Field(
+        default_factory=_default_streams
+    )
+    sinks: dict[str, SinkConfig] = Field(default_factory=_default_sinks)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The loader merges file, environment and flags itself so it can say which
+        # source a bad value came from; the model only validates the merged result.
+        return (init_settings,)
+
+    @model_validator(mode="after")
+    def _names_resolve(self) -> Settings:
+        problems: list[str] = []
+        seen: set[str] = set()
+        for index, stream in enumerate(self.streams):
+            if stream.name in seen:
+                problems.append(f"streams[{index}].name {stream.name!r} is used by two streams")
+            seen.add(stream.name)
+            for sink in stream.sinks or ():
+                if sink not in self.sinks:
+                    problems.append(
+                        f"streams[{index}].sinks names {sink!r}, which is not a configured "
+                        f"sink (configured: {', '.join(sorted(self.sinks)) or 'none'})"
+                    )
+        for name, sink_config in self.sinks.items():
+            for stream_name in sink_config.streams or ():
+                if stream_name not in seen:
+                    problems.append(
+                        f"sinks.{name}.streams names {stream_name!r}, which is not a configured "
+                        f"stream (configured: {', '.join(sorted(seen))})"
+                    )
+        for stream in self.streams:
+            if stream.lookback >= self.state.dedup_window:
+                problems.append(
+                    f"stream {stream.name!r}: lookback ({stream.lookback:g}s) must be shorter "
+                    f"than state.dedup_window ({self.state.dedup_window:g}s)"
+                )
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def sinks_for_stream(self, stream: StreamSettings) -> tuple[str, ...]:
+        """Names of the sinks that receive this stream, honouring both sides' subscriptions."""
+        return tuple(
+            name
+            for name, sink in self.sinks.items()
+            if (stream.sinks is None or name in stream.sinks)
+            and (sink.streams is None or stream.name in sink.streams)
+        )
+
+    def streams_for_sink(self, sink_name: str) -> tuple[str, ...]:
+        return tuple(
+            stream.name for stream in self.streams if sink_name in self.sinks_for_stream(stream)
+        )
+
+    def stream(self, name: str) -> StreamSettings:
+        for stream in self.streams:
+            if stream.name == name:
+                return stream
+        raise KeyError(name)

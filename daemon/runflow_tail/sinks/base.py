@@ -1,0 +1,60 @@
+"""What a sink is, and the options every sink shares.
+
+A sink does one thing: ``send`` a batch to its destination, and ``aclose``. Batching,
+retries, offsets, filtering and dead letters live once, in the delivery loop.
+A sink signals failure by raising ``SinkRetryableError`` (try again later) or
+``SinkRejectedError`` (this batch can never succeed); anything else it raises is
+treated as retryable and logged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from pydantic import Field, field_validator
+
+from ..models import ByteSize, Duration, Entry, FrozenModel
+
+DEFAULT_MAX_EVENTS = 500
+DEFAULT_MAX_BYTES = 4 * 1024 * 1024
+
+
+@runtime_checkable
+class Sink(Protocol):
+    async def send(self, batch: Sequence[Entry]) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class BatchSettings(FrozenModel):
+    """How the delivery loop groups entries before one ``send``."""
+
+    max_events: int = Field(DEFAULT_MAX_EVENTS, ge=1, le=100_000)
+    max_bytes: ByteSize = DEFAULT_MAX_BYTES
+    max_wait: Duration = Field(0.0, le=3600)
+    """How long to wait for a fuller batch once one entry is ready (0 = send at once)."""
+
+
+class SinkConfigBase(FrozenModel):
+    """Options every sink type accepts; each type subclasses it with ``type: Literal[...]``."""
+
+    type: str
+    match: str = ""
+    """Only entries matching this expression (the `q` language) reach the sink."""
+    streams: tuple[str, ...] | None = None
+    """Stream names this sink subscribes to (default: every stream)."""
+    batch: BatchSettings = BatchSettings()
+    max_retry_duration: Duration | None = None
+    """Give up on a failing batch after this long and dead-letter it (default: never)."""
+
+    @field_validator("match")
+    @classmethod
+    def _match_parses(cls, value: str) -> str:
+        from ..filters import parse_filter
+
+        parse_filter(value)
+        return value
+
+    def build(self, name: str) -> Sink:
+        raise NotImplementedError(f"sink type {self.type!r} does not implement build()")
