@@ -1,0 +1,7 @@
+"""``python -m runflow_tail``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
