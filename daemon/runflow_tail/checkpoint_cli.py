@@ -24,7 +24,8 @@ from .times import NS_PER_SECOND, TimeValueError, format_instant, parse_instant
 
 def add_operator_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     checkpoint = commands.add_parser(
-        "checkpoint", help="show or move a stream's checkpoint",
+        "checkpoint",
+        help="show or move a stream's checkpoint",
         description="Inspect or move stream checkpoints. `show` works while the daemon runs; "
         "`set` and `reset` need the daemon stopped.",
     )
@@ -34,7 +35,9 @@ def add_operator_commands(commands: Any, common: argparse.ArgumentParser) -> Non
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.set_defaults(handler=_cmd_show)
     move = actions.add_parser(
-        "set", parents=[common], help="resume a stream from a timestamp",
+        "set",
+        parents=[common],
+        help="resume a stream from a timestamp",
         description="Resume polling STREAM from TIMESTAMP (entries before it are not fetched). "
         "Entries the journal still holds are not delivered twice; to re-send, use replay.",
     )
@@ -42,7 +45,9 @@ def add_operator_commands(commands: Any, common: argparse.ArgumentParser) -> Non
     move.add_argument("--to", required=True, metavar="TIMESTAMP", help="RFC 3339 timestamp")
     move.set_defaults(handler=_cmd_set)
     reset = actions.add_parser(
-        "reset", parents=[common], help="forget a stream's checkpoint (start_at applies again)",
+        "reset",
+        parents=[common],
+        help="forget a stream's checkpoint (start_at applies again)",
         description="Forget a stream's checkpoint so its start_at applies again; --all moves "
         "the whole journal aside (the way out of an unreadable journal).",
     )
@@ -52,7 +57,9 @@ def add_operator_commands(commands: Any, common: argparse.ArgumentParser) -> Non
     reset.set_defaults(handler=_cmd_reset)
 
     status = commands.add_parser(
-        "status", parents=[common], help="streams and sinks at a glance",
+        "status",
+        parents=[common],
+        help="streams and sinks at a glance",
         description="Each stream's health, watermark and lag; each sink's offset, backlog "
         "and dead letters. Works while the daemon runs.",
     )
@@ -101,7 +108,9 @@ def _snapshot(settings: Settings) -> dict[str, Any]:
                     "sink": name,
                     "streams": list(subscribed),
                     "offset": offset,
-                    "backlog": store.backlog(offset or 0, subscribed) if offset is not None else None,
+                    "backlog": store.backlog(offset or 0, subscribed)
+                    if offset is not None
+                    else None,
                     "dead_letters": dead.get(name, 0),
                 }
             )
@@ -115,7 +124,9 @@ def _snapshot(settings: Settings) -> dict[str, Any]:
             "sinks": sinks,
         }
     except sqlite3.DatabaseError as exc:
-        raise JournalUnreadable(f"the journal in {_state_dir(settings)} is unreadable ({exc})") from exc
+        raise JournalUnreadable(
+            f"the journal in {_state_dir(settings)} is unreadable ({exc})"
+        ) from exc
     finally:
         store.close()
 
@@ -155,8 +166,10 @@ def _print(snapshot: dict[str, Any], *, as_json: bool) -> None:
         sys.stdout.write(msgspec.json.encode(snapshot).decode() + "\n")
         return
     running = "running" if snapshot["daemon_running"] else "not running"
-    print(f"state {snapshot['state_dir']} (daemon {running}); journal: "
-          f"{snapshot['journal_entries']} entries, {snapshot['journal_bytes']} bytes")
+    print(
+        f"state {snapshot['state_dir']} (daemon {running}); journal: "
+        f"{snapshot['journal_entries']} entries, {snapshot['journal_bytes']} bytes"
+    )
     print("streams:")
     for s in snapshot["streams"]:
         health = "ok" if s["healthy"] else f"UNHEALTHY: {s['problem']}"
@@ -166,8 +179,10 @@ def _print(snapshot: dict[str, Any], *, as_json: bool) -> None:
             print(f"    api_cursor={s['api_cursor']}")
     print("sinks:")
     for k in snapshot["sinks"]:
-        print(f"  {k['sink']:<16} offset={k['offset']} backlog={k['backlog']} "
-              f"dead_letters={k['dead_letters']} streams={','.join(k['streams'])}")
+        print(
+            f"  {k['sink']:<16} offset={k['offset']} backlog={k['backlog']} "
+            f"dead_letters={k['dead_letters']} streams={','.join(k['streams'])}"
+        )
 
 
 def _locked_store(settings: Settings) -> tuple[StateDirLock, JournalStore]:
@@ -194,7 +209,9 @@ def _cmd_set(args: argparse.Namespace) -> int:
         cursor = store.load_cursor(args.stream)
         if cursor is None:
             raise ConfigError(f"no checkpoint for stream {args.stream!r} yet")
-        store.save_cursor(args.stream, replace(cursor, watermark=target, floor=target, api_cursor=None))
+        store.save_cursor(
+            args.stream, replace(cursor, watermark=target, floor=target, api_cursor=None)
+        )
     finally:
         store.close()
         lock.release()

@@ -34,19 +34,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_CONFIG, f"{self.prog}: error: {message}\n")
 
 
-def _common(with_config: bool = True) -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+def _common(with_config: bool = True) -> _Parser:
+    common = _Parser(add_help=False)
     if with_config:
         common.add_argument(
-            "--config", "-c", type=Path, metavar="FILE",
+            "--config",
+            "-c",
+            type=Path,
+            metavar="FILE",
             help="TOML config file (default: $RUNFLOW_TAIL_CONFIG, else built-in defaults)",
         )
     common.add_argument(
-        "--log-level", choices=["debug", "info", "warning", "error"],
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
         help="log verbosity (default: info, or log.level)",
     )
     common.add_argument(
-        "--log-format", choices=["auto", "json", "console"],
+        "--log-format",
+        choices=["auto", "json", "console"],
         help="log format on stderr: JSON lines, or readable console (default: auto = "
         "console on a TTY, JSON otherwise)",
     )
@@ -64,11 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"runflow-tail {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     common = _common()
 
     run = commands.add_parser(
-        "run", parents=[common], help="run the daemon: poll every stream, deliver to every sink",
+        "run",
+        parents=[common],
+        help="run the daemon: poll every stream, deliver to every sink",
         description="Poll every configured stream and deliver new entries to every sink "
         "until SIGTERM/SIGINT (graceful: finishes the batch in hand; a second signal stops "
         "at once). SIGHUP reopens output files.",
@@ -77,18 +84,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_cmd_run)
 
     check = commands.add_parser(
-        "check-config", parents=[common], help="validate the configuration (offline)",
+        "check-config",
+        parents=[common],
+        help="validate the configuration (offline)",
         description="Print every configuration problem and exit 2, or print the resolved "
         "configuration (secrets masked) and exit 0.",
     )
     check.add_argument(
-        "--online", action="store_true",
+        "--online",
+        action="store_true",
         help="also ask the API whether the key works and each stream's query is accepted",
     )
     check.set_defaults(handler=_cmd_check_config)
 
     sandbox = commands.add_parser(
-        "sandbox", parents=[_common(with_config=False)],
+        "sandbox",
+        parents=[_common(with_config=False)],
         help="serve a local Runflow API simulator for offline testing",
         description="Serve the sandbox: a faithful Runflow API simulator with a live world "
         "of runs, every documented variant and fault selectable by flags.",
@@ -99,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.set_defaults(handler=_cmd_sandbox)
 
     demo = commands.add_parser(
-        "demo", parents=[_common(with_config=False)],
+        "demo",
+        parents=[_common(with_config=False)],
         help="zero-config demo: a sandbox world tailed to your terminal",
         description="Start the sandbox in-process and tail its live world to the terminal "
         "with the real tail engine, until Ctrl-C.",
@@ -165,9 +177,10 @@ def load_from_args(
 def _configure_logging(args: argparse.Namespace, settings: Any = None) -> None:
     from .observability import configure_logging
 
-    level = args.log_level or (settings.log.level if settings else "info")
-    log_format = args.log_format or (settings.log.format if settings else "auto")
-    configure_logging(level, log_format)
+    configure_logging(
+        args.log_level or (settings.log.level if settings else "info"),
+        args.log_format or (settings.log.format if settings else "auto"),
+    )
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -215,7 +228,6 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
-
     from .observability import configure_logging
 
     # The demo's stdout is the show; daemon chatter on stderr only when asked for.

@@ -82,7 +82,9 @@ def parse_page(body: bytes) -> Page:
             timestamp_ns = parse_instant(key.timestamp, date_only_ok=False)
         except (msgspec.DecodeError, TimeValueError) as exc:
             invalid += 1
-            log.warning("api.entry_invalid", reason=str(exc), item=raw[:200].decode("utf-8", "replace"))
+            log.warning(
+                "api.entry_invalid", reason=str(exc), item=raw[:200].decode("utf-8", "replace")
+            )
             continue
         # An entry without an id still deserves delivery; a digest of its bytes is stable
         # across re-reads, so de-duplication keeps working.
@@ -151,7 +153,9 @@ class RunflowClient:
             params["fields"] = ",".join(fields)
         if cursor is not None:
             params = self._follow(cursor, params)
-        body = await self._get(f"/v1/runs/{run_id}/logs", params, what=f"fetching logs of run {run_id}")
+        body = await self._get(
+            f"/v1/runs/{run_id}/logs", params, what=f"fetching logs of run {run_id}"
+        )
         try:
             return parse_page(body)
         except msgspec.DecodeError as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,8 +20,6 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_settings import EnvSettingsSource
-from pydantic_settings.sources import parse_env_vars
-from pydantic_settings.utils import deep_update
 
 from .errors import ConfigError
 from .settings import Settings
@@ -39,12 +38,11 @@ class _Environment(EnvSettingsSource):
 
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._given = {k: v for k, v in environ.items() if k not in _NOT_SETTINGS}
-        super().__init__(
-            Settings, env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_DELIMITER
-        )
+        super().__init__(Settings, env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_DELIMITER)
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
-        return parse_env_vars(self._given, False, False, None)
+        # Case-insensitive, as pydantic-settings does with os.environ.
+        return {name.lower(): value for name, value in self._given.items()}
 
 
 def load_settings(
@@ -63,21 +61,33 @@ def load_settings(
     if environ.get(API_KEY_ENV) and not _lookup(env_data, ("api", "api_key")):
         key_data = {"api": {"api_key": environ[API_KEY_ENV]}}
         env_names[("api", "api_key")] = API_KEY_ENV
-    merged = deep_update(file_data, key_data, env_data, dict(overrides or {}))
+    merged = _merge(file_data, key_data, env_data, dict(overrides or {}))
     _apply_credentials_directory(merged, environ)
     _apply_no_color(merged, environ)
-    if problems:
-        raise ConfigError(problems)
     sources = _Provenance(config_file, file_data, env_names, overrides or {})
     try:
         settings = Settings(**merged)
     except ValidationError as exc:
-        raise ConfigError([sources.describe(error) for error in exc.errors()]) from None
+        raise ConfigError(problems + [sources.describe(error) for error in exc.errors()]) from None
+    if problems:
+        raise ConfigError(problems)
     settings = _resolve_api_key(settings, sources, problems, require=require_api_key)
     settings = _resolve_state_dir(settings, environ)
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+def _merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Later layers win; tables merge key by key, anything else (lists too) is replaced."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+                merged[key] = _merge(merged[key], value)
+            else:
+                merged[key] = dict(value) if isinstance(value, Mapping) else value
+    return merged
 
 
 def _read_toml(path: Path, problems: list[str]) -> dict[str, Any]:
@@ -109,24 +119,30 @@ def _read_environment(
     try:
         data = _Environment(environ)()
     except Exception as exc:  # noqa: BLE001 - pydantic-settings raises SettingsError subclasses
-        problems.append(f"environment: {_settings_error_text(exc)}")
+        problems.append(_settings_error_text(exc))
         data = {}
     return data, names
 
 
 def _settings_error_text(exc: Exception) -> str:
-    text = str(exc)
+    field = re.search(r'field "([^"]+)"', str(exc))
+    where = f"environment variable {ENV_PREFIX}{field[1].upper()}" if field else "environment"
     cause = exc.__cause__
     if isinstance(cause, json.JSONDecodeError):
-        text += f" (not valid JSON: {cause.msg} at position {cause.pos})"
-    return text
+        return f"{where}: not valid JSON ({cause.msg} at position {cause.pos})"
+    return f"{where}: {exc}"
 
 
 def _apply_credentials_directory(merged: dict[str, Any], environ: Mapping[str, str]) -> None:
     """systemd's ``LoadCredential=runflow_api_key:...`` as the last place to look for the key."""
     api = merged.setdefault("api", {})
     directory = environ.get("CREDENTIALS_DIRECTORY")
-    if isinstance(api, dict) and directory and not api.get("api_key") and not api.get("api_key_file"):
+    if (
+        isinstance(api, dict)
+        and directory
+        and not api.get("api_key")
+        and not api.get("api_key_file")
+    ):
         candidate = Path(directory) / CREDENTIAL_NAME
         if candidate.exists():
             api["api_key_file"] = str(candidate)
@@ -139,7 +155,11 @@ def _apply_no_color(merged: dict[str, Any], environ: Mapping[str, str]) -> None:
     if not environ.get("NO_COLOR"):
         return
     for sink in (merged.get("sinks") or {}).values():
-        if isinstance(sink, dict) and sink.get("type") == "stdout" and sink.get("color", "auto") == "auto":
+        if (
+            isinstance(sink, dict)
+            and sink.get("type") == "stdout"
+            and sink.get("color", "auto") == "auto"
+        ):
             sink["color"] = "never"
 
 
@@ -221,20 +241,36 @@ class _Provenance:
         elif kind == "missing":
             message = "required key is missing"
         elif kind == "union_tag_invalid":
-            message = message.replace("Input tag", "sink type").replace(" found using 'type'", "")
-        value = "" if kind in ("missing", "extra_forbidden") else f" = {_show_value(loc, error.get('input'))}"
+            tag = str(error.get("ctx", {}).get("tag", ""))
+            types = {str(model.model_fields["type"].default) for model in _sink_models()}
+            message = f"unknown sink type {tag!r}{_suggest(tag, types)}"
+            key += ".type"
+        elif kind == "union_tag_not_found":
+            message = (
+                "every sink needs a type ("
+                + ", ".join(
+                    sorted(str(model.model_fields["type"].default) for model in _sink_models())
+                )
+                + ")"
+            )
+        quiet = kind in ("missing", "extra_forbidden", "union_tag_invalid", "union_tag_not_found")
+        value = "" if quiet else f" = {_show_value(loc, error.get('input'))}"
         if not loc:
             return "\n".join(f"{where}: {line}" for line in message.splitlines())
         return f"{where}: {key}{value}: {message}"
+
+
+def _sink_models() -> tuple[type[BaseModel], ...]:
+    from .sinks import SINK_MODELS
+
+    return SINK_MODELS
 
 
 def _display_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
     """Drop the discriminator tag pydantic inserts after ``sinks.<name>``."""
     parts = list(loc)
     if len(parts) >= 3 and parts[0] == "sinks" and isinstance(parts[2], str):
-        from .sinks import SINK_MODELS
-
-        tags = {model.model_fields["type"].default for model in SINK_MODELS}
+        tags = {model.model_fields["type"].default for model in _sink_models()}
         if parts[2] in tags:
             del parts[2]
     return tuple(parts)
@@ -266,7 +302,11 @@ def _known_keys(loc: tuple[str | int, ...]) -> set[str]:
             model = _model_of(field.annotation)
         else:
             return set()
-    return set(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else set()
+    return (
+        set(model.model_fields)
+        if isinstance(model, type) and issubclass(model, BaseModel)
+        else set()
+    )
 
 
 def _model_of(annotation: Any) -> Any:
@@ -286,11 +326,11 @@ def _suggest(word: str, choices: set[str]) -> str:
 def _lookup(data: Mapping[str, Any], path: tuple[str | int, ...]) -> Any:
     node: Any = data
     for part in path:
-        if isinstance(node, Mapping) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-            node = node[part]
+        if isinstance(node, list) and isinstance(part, int):
+            node = node[part] if part < len(node) else None
         else:
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if node is None:
             return None
     return node
 

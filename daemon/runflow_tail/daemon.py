@@ -8,9 +8,10 @@ SIGHUP asks sinks that hold files to reopen them (logrotate).
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -34,7 +35,7 @@ class RunOptions:
     stop_when_drained: bool = False
     """Stop once every stream has caught up and every sink has everything (one-shot tail)."""
     on_started: Callable[[Daemon], None] | None = None
-    extra_tasks: list[Callable[[Daemon], object]] = field(default_factory=list)
+    extra_tasks: list[Callable[[Daemon], Coroutine[Any, Any, None]]] = field(default_factory=list)
 
 
 class Daemon:
@@ -102,7 +103,7 @@ class Daemon:
                 if self.options.stop_when_drained:
                     tg.start_soon(self._stop_when_drained)
                 for task in self.options.extra_tasks:
-                    tg.start_soon(_as_task(task, self))
+                    tg.start_soon(task, self)
                 if self.options.on_started is not None:
                     self.options.on_started(self)
                 await self._stop.wait()
@@ -112,7 +113,9 @@ class Daemon:
                 with anyio.move_on_after(self.options.grace_period) as grace:
                     await deliveries_done.wait()
                 if grace.cancelled_caught:
-                    log.warning("daemon.grace_period_expired", grace_period=self.options.grace_period)
+                    log.warning(
+                        "daemon.grace_period_expired", grace_period=self.options.grace_period
+                    )
                 tg.cancel_scope.cancel()
         except* SinkClosedError:
             log.info("daemon.output_closed")
@@ -165,12 +168,3 @@ class Daemon:
         for delivery in self.deliveries:
             await delivery.wait_until_drained(last)
         self.request_stop("drained")
-
-
-def _as_task(task: Callable[[Daemon], object], daemon: Daemon) -> Callable[[], object]:
-    async def runner() -> None:
-        result = task(daemon)
-        if hasattr(result, "__await__"):
-            await result  # type: ignore[misc]
-
-    return runner

@@ -51,19 +51,22 @@ async def _demo(rate: float, seconds: float | None) -> None:
         async with anyio.create_task_group() as tg:
             handle: SandboxHandle = await tg.start(_serve, options)
             print(
-                f"runflow-tail demo: tailing a simulated Runflow at {handle.url} "
-                "(Ctrl-C to stop)",
+                f"runflow-tail demo: tailing a simulated Runflow at {handle.url} (Ctrl-C to stop)",
                 file=sys.stderr,
                 flush=True,
             )
-            daemon = Daemon(demo_settings(handle, Path(state)), Path(state), RunOptions(grace_period=2))
+            daemon = Daemon(
+                demo_settings(handle, Path(state)), Path(state), RunOptions(grace_period=2)
+            )
             if seconds is not None:
                 tg.start_soon(_stop_after, daemon, seconds)
             await daemon.run()
             tg.cancel_scope.cancel()
 
 
-async def _serve(options: SandboxOptions, *, task_status: anyio.abc.TaskStatus[SandboxHandle]) -> None:
+async def _serve(
+    options: SandboxOptions, *, task_status: anyio.abc.TaskStatus[SandboxHandle]
+) -> None:
     await serve_sandbox(options, task_status=task_status)
 
 

@@ -94,7 +94,9 @@ class Poller:
             try:
                 if self._strategy is None:
                     self._strategy = await self._choose_strategy()
-                more = await (self._range_cycle() if self._strategy == "range" else self._cursor_cycle())
+                more = await (
+                    self._range_cycle() if self._strategy == "range" else self._cursor_cycle()
+                )
             except ApiCursorRejected as exc:
                 await self._on_cursor_rejected(exc)
                 continue
@@ -105,8 +107,11 @@ class Poller:
             except RetryableApiError as exc:
                 delay = self._backoff.next_delay(exc.retry_after)
                 log.warning(
-                    "stream.poll_failed", stream=self.stream.name, error=str(exc),
-                    retry_in=round(delay, 2), attempt=self._backoff.attempts,
+                    "stream.poll_failed",
+                    stream=self.stream.name,
+                    error=str(exc),
+                    retry_in=round(delay, 2),
+                    attempt=self._backoff.attempts,
                 )
                 await self._mark_failing(str(exc))
                 await anyio.sleep(delay)
@@ -114,7 +119,9 @@ class Poller:
             await self._on_success()
             if not more:
                 self.health.caught_up.set()
-                await anyio.sleep(max(0.0, self.stream.poll_interval - (anyio.current_time() - started)))
+                await anyio.sleep(
+                    max(0.0, self.stream.poll_interval - (anyio.current_time() - started))
+                )
 
     # -- start-up ----------------------------------------------------------------------
 
@@ -130,13 +137,16 @@ class Poller:
             # filter continues from where the stream was instead of replaying history.
             state = replace(stored, fingerprint=fingerprint, api_cursor=None)
             log.info(
-                "stream.query_changed", stream=self.stream.name,
+                "stream.query_changed",
+                stream=self.stream.name,
                 kept_watermark=_show(stored.watermark),
             )
         else:
             state = stored
             log.info(
-                "stream.resuming", stream=self.stream.name, watermark=_show(stored.watermark),
+                "stream.resuming",
+                stream=self.stream.name,
+                watermark=_show(stored.watermark),
             )
         self.health.watermark_ns = state.watermark
         return state
@@ -172,7 +182,11 @@ class Poller:
         """Follow pages from the watermark until a short page; True if more is waiting."""
         start_watermark = self._state.watermark
         lower = self._lower_bound()
-        query = self.stream.query if lower is None else with_range(self.stream.query, lower, self._range_form)
+        query = (
+            self.stream.query
+            if lower is None
+            else with_range(self.stream.query, lower, self._range_form)
+        )
         cursor: str | None = None
         async with anyio.create_task_group() as commits:
             pending: anyio.Event | None = None
@@ -248,8 +262,11 @@ class Poller:
     async def _on_cursor_rejected(self, exc: ApiCursorRejected) -> None:
         self.health.cursor_resets += 1
         log.warning(
-            "stream.cursor_rejected", stream=self.stream.name, error=str(exc),
-            action="seeking again from the watermark", watermark=_show(self._state.watermark),
+            "stream.cursor_rejected",
+            stream=self.stream.name,
+            error=str(exc),
+            action="seeking again from the watermark",
+            watermark=_show(self._state.watermark),
         )
         if self._strategy == "cursor" and self._state.last_id and self._state.watermark:
             self._gap_check = (self._state.last_id, self._state.watermark)
@@ -273,7 +290,8 @@ class Poller:
         else:
             self.health.gaps_suspected += 1
             log.warning(
-                "stream.gap_suspected", stream=self.stream.name,
+                "stream.gap_suspected",
+                stream=self.stream.name,
                 reason="after the cursor expired, the newest entry we had was not found again; "
                 "entries between it and the next one seen may be missing",
                 watermark=_show(self._gap_check[1] if self._gap_check else None),
@@ -283,7 +301,9 @@ class Poller:
     async def _on_problem(self, problem: str) -> None:
         if problem != self._reported_problem:
             log.error(
-                "stream.configuration_problem", stream=self.stream.name, problem=problem,
+                "stream.configuration_problem",
+                stream=self.stream.name,
+                problem=problem,
                 retry_in=self._api.config_error_retry_interval,
             )
             self._reported_problem = problem

@@ -35,6 +35,10 @@ async def _serve(options: SandboxOptions, host: str, port: int) -> None:
 
 
 async def _serve_task(
-    options: SandboxOptions, host: str, port: int, *, task_status: anyio.abc.TaskStatus[SandboxHandle]
+    options: SandboxOptions,
+    host: str,
+    port: int,
+    *,
+    task_status: anyio.abc.TaskStatus[SandboxHandle],
 ) -> None:
     await serve_sandbox(options, host=host, port=port, task_status=task_status)

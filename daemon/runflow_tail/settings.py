@@ -121,7 +121,7 @@ class StreamSettings(FrozenModel):
         # id and timestamp are what the journal keys on; fetching them is not optional.
         if not value:
             return value
-        return tuple(dict.fromkeys((*REQUIRED_FIELDS, *value)))
+        return tuple(dict.fromkeys((*value, *REQUIRED_FIELDS)))
 
     @field_validator("start_at")
     @classmethod

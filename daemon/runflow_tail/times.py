@@ -111,10 +111,7 @@ def parse_duration(value: str | float | int) -> float:
     """Seconds from a number or a string like ``500ms``, ``2s``, ``5m``, ``1h30m``."""
     if isinstance(value, bool):
         raise TimeValueError("a duration must be a number of seconds or a string like '2s'")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        seconds = _parse_duration_text(value)
+    seconds = float(value) if isinstance(value, int | float) else _parse_duration_text(value)
     if seconds < 0:
         raise TimeValueError(f"duration {value!r} must not be negative")
     return seconds

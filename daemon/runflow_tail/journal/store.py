@@ -188,11 +188,9 @@ class JournalStore:
         ).fetchall()
         return {row[0]: CursorState(*row[1:]) for row in rows}
 
-    def delete_stream(self, stream: str) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+    def delete_cursor(self, stream: str) -> None:
+        """Forget a stream's checkpoint; its entries stay, so re-reads are still recognised."""
         self._db.execute("DELETE FROM cursors WHERE stream = ?", (stream,))
-        self._db.execute("DELETE FROM entries WHERE stream = ?", (stream,))
-        self._db.execute("COMMIT")
 
     def commit_page(
         self, stream: str, rows: Iterable[tuple[str, int, bytes]], state: CursorState
@@ -307,7 +305,10 @@ class JournalStore:
             "FROM dead_letters WHERE sink = ? ORDER BY id",
             (sink,),
         ).fetchall()
-        return [DeadLetter(*row[:6], _decode_dead_entries(row[6])) for row in rows]
+        return [
+            DeadLetter(row[0], row[1], row[2], row[3], row[4], row[5], _decode_dead_entries(row[6]))
+            for row in rows
+        ]
 
     def delete_dead_letter(self, letter_id: int) -> None:
         self._db.execute("DELETE FROM dead_letters WHERE id = ?", (letter_id,))
@@ -316,7 +317,12 @@ class JournalStore:
         return dict(self._db.execute("SELECT sink, count(*) FROM dead_letters GROUP BY sink"))
 
     def read_range(
-        self, streams: Sequence[str], start_ns: int, end_ns: int | None, *, after_seq: int,
+        self,
+        streams: Sequence[str],
+        start_ns: int,
+        end_ns: int | None,
+        *,
+        after_seq: int,
         limit: int,
     ) -> list[Entry]:
         """Entries of ``streams`` with a timestamp in [start, end), in seq order (for replay)."""

@@ -145,7 +145,7 @@ class FileSink:
 
 def _size(path: str) -> int:
     try:
-        return os.stat(path).st_size
+        return Path(path).stat().st_size
     except FileNotFoundError:
         return 0
 
@@ -153,14 +153,14 @@ def _size(path: str) -> int:
 def _truncate_to(path: str, size: int) -> None:
     # Never extend: logrotate's copytruncate may have emptied the file meanwhile.
     with contextlib.suppress(FileNotFoundError):
-        if os.stat(path).st_size > size:
+        if Path(path).stat().st_size > size:
             os.truncate(path, size)
 
 
 def _repair_torn_line(path: str) -> None:
     """Cut an unterminated last line so the file stays valid JSON Lines."""
     try:
-        with open(path, "rb+") as handle:
+        with Path(path).open("rb+") as handle:
             end = handle.seek(0, os.SEEK_END)
             if end == 0:
                 return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import string
 import sys
 import time
@@ -71,10 +72,8 @@ class StdoutSink:
             raise SinkClosedError("standard output was closed by the reader") from exc
 
     async def aclose(self) -> None:
-        try:
+        with contextlib.suppress(BrokenPipeError, ValueError):
             await anyio.to_thread.run_sync(self._stream.flush)
-        except (BrokenPipeError, ValueError):
-            pass
 
 
 def _isatty(stream: BinaryIO) -> bool:
@@ -146,9 +145,7 @@ class PrettyRenderer:
         details = ""
         if isinstance(meta, Mapping):
             keys = self._meta_keys if self._meta_keys is not None else tuple(meta)
-            details = " ".join(
-                f"{key}={_logfmt_value(meta[key])}" for key in keys if key in meta
-            )
+            details = " ".join(f"{key}={_logfmt_value(meta[key])}" for key in keys if key in meta)
         stamp = self._clock(entry.timestamp_ns)
         level_text = f"{level.upper():<7}"
         if self._color:
