@@ -32,7 +32,9 @@ class GenerateSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     count: int = Field(1, ge=0, le=MAX_GENERATE, description="How many entries.")
-    timestamp: str | None = Field(None, description="RFC 3339 of the first entry; None: now.")
+    timestamp: str | None = Field(
+        None, description="RFC 3339 of the first entry; None: the last entry is now."
+    )
     step_ms: float = Field(
         0.0, ge=0, description="Milliseconds between entries; 0: one identical timestamp."
     )

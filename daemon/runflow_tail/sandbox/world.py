@@ -203,10 +203,14 @@ class World:
         visible_after: float = 0.0,
         full_run: bool = True,
     ) -> list[Entry]:
-        """Generate ``count`` entries of one run; step_ms=0 gives them one identical timestamp."""
+        """Generate ``count`` entries of one run; step_ms=0 gives them one identical timestamp.
+
+        ``timestamp_ns`` is the first entry's instant; without it the last one is now.
+        """
         run = self.run_for(run_id, full=full_run)
-        base = self.now() if timestamp_ns is None else timestamp_ns
         step_ns = int(step_ms * 1_000_000)
+        # Without a start, the entries end now: all of them are in the past, hence visible.
+        base = self.now() - step_ns * max(0, count - 1) if timestamp_ns is None else timestamp_ns
         style = self.options.timestamp_style
         uuid4, write = self.ids.uuid4, self.timestamps.write
         run_doc, run_raw, run_key = run.doc, run.raw, run.id
