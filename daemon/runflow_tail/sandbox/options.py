@@ -109,7 +109,7 @@ class SandboxOptions(BaseModel):
         None,
         description=(
             "Retry-After on 429s: None (no header, as newer docs say), a number of seconds, "
-            "or 'date' (an HTTP-date one second ahead)."
+            "or 'date' (an HTTP-date 1-2 seconds ahead)."
         ),
     )
     fault_429_rate: float = Field(
@@ -206,5 +206,5 @@ class ScriptedFault(BaseModel):
     code: str | None = Field(None, description="Error code; defaults by status.")
     message: str | None = Field(None, description="Error message; a default names the fault.")
     retry_after: str | float | None = Field(
-        None, description="Retry-After header: seconds, 'date' (one second ahead) or a raw value."
+        None, description="Retry-After header: seconds, 'date' (1-2 s ahead) or a raw value."
     )

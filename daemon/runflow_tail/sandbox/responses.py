@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from collections.abc import Mapping
 from http import HTTPStatus
@@ -73,11 +74,13 @@ def _phrase(status: int) -> str:
 
 
 def retry_after_header(value: str | float | None) -> dict[str, str]:
-    """Retry-After as seconds, as an HTTP-date one second ahead ("date"), or as given."""
+    """Retry-After as seconds, as an HTTP-date 1-2 s ahead ("date"), or as given."""
     if value is None:
         return {}
     if value == "date":
-        return {"Retry-After": email.utils.formatdate(time.time() + 1, usegmt=True)}
+        # HTTP-dates have whole seconds: round up so the date never lies in the past.
+        ahead = math.ceil(time.time()) + 1
+        return {"Retry-After": email.utils.formatdate(ahead, usegmt=True)}
     if isinstance(value, float | int):
         return {"Retry-After": str(int(value)) if float(value).is_integer() else str(value)}
     return {"Retry-After": value}

@@ -95,17 +95,19 @@ async def serve_sandbox(
         tasks.start_soon(serve)
         try:
             await ready.wait()
-            if not server.started:
-                raise RuntimeError(f"the sandbox could not listen on {host}:{port}: {failure}")
-            bound_port = server.servers[0].sockets[0].getsockname()[1]
-            shown_host = f"[{host}]" if ":" in host else host
-            url = f"http://{shown_host}:{bound_port}"
-            tasks.start_soon(run_world, world)
-            task_status.started(SandboxHandle(url=url, api_key=world.options.api_key, world=world))
-            await anyio.sleep_forever()
+            if server.started:
+                bound_port = server.servers[0].sockets[0].getsockname()[1]
+                shown_host = f"[{host}]" if ":" in host else host
+                url = f"http://{shown_host}:{bound_port}"
+                tasks.start_soon(run_world, world)
+                handle = SandboxHandle(url=url, api_key=world.options.api_key, world=world)
+                task_status.started(handle)
+                await anyio.sleep_forever()
         finally:
             server.should_exit = True
             tasks.cancel_scope.cancel()
+    # Raised outside the task group so that callers see the error itself, not a group.
+    raise RuntimeError(f"the sandbox could not listen on {host}:{port}: {failure}")
 
 
 class SandboxThread:
