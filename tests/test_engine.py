@@ -5,11 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
-from runflow_tail.sandbox import SandboxHandle
+from pydantic import SecretStr
+from runflow_tail.sandbox import SandboxHandle, ScriptedFault
 
 from tests.fixtures_sandbox import generate
-from tests.harness import count_lines, read_jsonl, run_daemon_until, sandbox_ids, settings_for
+from tests.harness import (
+    count_lines,
+    read_jsonl,
+    run_daemon_until,
+    sandbox_ids,
+    settings_for,
+    wait_for,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -88,7 +97,7 @@ async def test_auto_strategy_falls_back_to_cursor_when_ranges_are_rejected(
 async def test_burst_sharing_one_timestamp_drains_without_looping(
     sandbox: SandboxHandle, tmp_path: Path
 ) -> None:
-    """1,200 entries with one identical timestamp and page_size 500 all arrive, with few requests."""
+    """1,200 entries sharing one timestamp, page_size 500: all arrive, with few requests."""
     await _generate(sandbox, 1200, step_ms=0, full_run=False)
     output = tmp_path / "out.jsonl"
     settings = settings_for(sandbox, tmp_path / "state", output, page_size=500, poll_interval=0.5)
@@ -140,3 +149,146 @@ async def test_user_query_delivers_exactly_the_matching_entries(
     entries = read_jsonl(output)
     assert [e["id"] for e in entries] == sandbox_ids(sandbox, "level_code:error")
     assert {e["level_code"] for e in entries} == {"error"}
+
+
+@pytest.mark.sandbox_options(
+    fault_429_rate=0.1,
+    fault_5xx_rate=0.1,
+    fault_malformed_rate=0.1,
+    fault_drop_rate=0.1,
+    latency=0.005,
+    fault_seed=3,
+)
+async def test_random_faults_lose_nothing_and_keep_the_request_rate_bounded(
+    sandbox: SandboxHandle, tmp_path: Path
+) -> None:
+    """429s, 5xx, malformed bodies and dropped connections: everything arrives, in order, with
+    a bounded number of requests."""
+    await _generate(sandbox, 2000, step_ms=1, full_run=False)
+    output = tmp_path / "out.jsonl"
+    settings = settings_for(sandbox, tmp_path / "state", output, page_size=100)
+    daemon = await run_daemon_until(settings, lambda: count_lines(output) >= 2000)
+    assert [e["id"] for e in read_jsonl(output)] == sandbox_ids(sandbox)
+    statuses = _stats(sandbox)["by_status"]
+    assert {"429", "200"} <= set(statuses) and any(s.startswith("5") for s in statuses)
+    # 20 pages; with 40% faults, retries stay within a small multiple of that
+    assert daemon.pollers[0].health.requests < 80
+
+
+async def test_retry_after_header_is_honoured(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    """A 429 carrying Retry-After (seconds or HTTP date) delays the next request at least that long."""
+    await _generate(sandbox, 10, step_ms=1, full_run=False)
+    sandbox.world.faults.extend(
+        ScriptedFault(status=429, retry_after=retry_after) for retry_after in ("1", "date")
+    )
+    output = tmp_path / "out.jsonl"
+    settings = settings_for(sandbox, tmp_path / "state", output)
+    started = anyio.current_time()
+    await run_daemon_until(settings, lambda: count_lines(output) >= 10)
+    # "1" second, then an HTTP date about one second ahead (whole seconds: at least ~0)
+    assert anyio.current_time() - started >= 1.0
+    assert count_lines(output) == 10
+
+
+async def test_a_wrong_key_is_reported_once_and_not_hammered(
+    sandbox: SandboxHandle, tmp_path: Path
+) -> None:
+    """A rejected key marks the stream unhealthy with one clear problem, and the poller waits
+    (minutes) instead of retrying in a loop."""
+    output = tmp_path / "out.jsonl"
+    settings = settings_for(sandbox, tmp_path / "state", output)
+    settings = settings.model_copy(
+        update={"api": settings.api.model_copy(update={"api_key": SecretStr("wrong-key")})}
+    )
+    daemon_holder: list[Any] = []
+
+    def unhealthy() -> bool:
+        return bool(daemon_holder) and daemon_holder[0].pollers[0].health.problem is not None
+
+    from runflow_tail.daemon import Daemon, RunOptions
+
+    daemon = Daemon(settings, tmp_path / "state", RunOptions(handle_signals=False))
+    daemon_holder.append(daemon)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(daemon.run)
+        await wait_for(lambda: bool(daemon.pollers) and unhealthy())
+        # observe for a while: a hot loop would make dozens of requests in this time
+        await anyio.sleep(1.5)
+        daemon.request_stop()
+    problem = daemon.pollers[0].health.problem or ""
+    assert "401" in problem and "RUNFLOW_API_KEY" in problem
+    assert "wrong-key" not in problem
+    assert _stats(sandbox)["by_status"] == {"401": 1}
+
+
+async def test_expired_cursor_mid_backlog_recovers_from_the_watermark(
+    sandbox: SandboxHandle, tmp_path: Path
+) -> None:
+    """A cursor the API reports as expired halfway through a backlog: the stream seeks again
+    from its watermark and loses nothing."""
+    sandbox.world.options = sandbox.world.options.updated({"latency": 0.005})
+    await _generate(sandbox, 3000, step_ms=1, full_run=False)
+    output = tmp_path / "out.jsonl"
+    settings = settings_for(sandbox, tmp_path / "state", output, page_size=100)
+    state = {"expired": False}
+
+    def scenario() -> bool:
+        if count_lines(output) >= 500 and not state["expired"]:
+            sandbox.world.faults.append(ScriptedFault(status=400, code="CURSOR_EXPIRED"))
+            state["expired"] = True
+        return count_lines(output) >= 3000
+
+    daemon = await run_daemon_until(settings, scenario)
+    assert [e["id"] for e in read_jsonl(output)] == sandbox_ids(sandbox)
+    assert daemon.pollers[0].health.cursor_resets == 1
+    assert _stats(sandbox)["by_status"]["400"] == 1
+
+
+@pytest.mark.sandbox_options(reject_timestamp_range=True, timestamp_style="z")
+async def test_cursor_strategy_reseeks_after_expiry_and_checks_for_a_gap(
+    sandbox: SandboxHandle, tmp_path: Path
+) -> None:
+    """With the cursor strategy, an expired cursor re-walks from the start, finds the newest
+    entry it had (no gap), and then delivers what came after, nothing twice."""
+    from runflow_tail.times import now_ns
+
+    await _generate(sandbox, 300, step_ms=1, full_run=False)
+    output = tmp_path / "out.jsonl"
+    settings = settings_for(sandbox, tmp_path / "state", output, page_size=100)
+    state = {"expired": False}
+
+    def scenario() -> bool:
+        if count_lines(output) >= 300 and not state["expired"]:
+            sandbox.world.faults.append(ScriptedFault(status=400, code="CURSOR_EXPIRED"))
+            sandbox.world.generate(50, timestamp_ns=now_ns(), step_ms=1, full_run=False)
+            state["expired"] = True
+        return state["expired"] and count_lines(output) >= 350
+
+    daemon = await run_daemon_until(settings, scenario)
+    assert [e["id"] for e in read_jsonl(output)] == sandbox_ids(sandbox)
+    health = daemon.pollers[0].health
+    assert health.cursor_resets == 1 and health.gaps_suspected == 0
+
+
+async def test_whole_entries_reach_the_file_byte_for_byte(
+    sandbox: SandboxHandle, tmp_path: Path
+) -> None:
+    """With fields = [] each line is exactly the bytes the API sent for that entry."""
+    await _generate(sandbox, 50, step_ms=1, full_run=True)
+    output = tmp_path / "out.jsonl"
+    settings = settings_for(sandbox, tmp_path / "state", output, fields=())
+    await run_daemon_until(settings, lambda: count_lines(output) >= 50)
+    lines = output.read_bytes().splitlines()
+    expected = [sandbox.world.store.by_id[entry_id].raw for entry_id in sandbox_ids(sandbox)]
+    assert lines == expected
+    assert len(lines[0]) > 2000  # the multi-KB run object came along
+
+
+@pytest.mark.sandbox_options(organization_id="org-a")
+async def test_organization_header_is_sent(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    """api.organization_id goes out as X-Organization-Id (a different org is refused with 403)."""
+    await _generate(sandbox, 5, step_ms=1, full_run=False)
+    output = tmp_path / "out.jsonl"
+    settings = settings_for(sandbox, tmp_path / "state", output, api={"organization_id": "org-a"})
+    await run_daemon_until(settings, lambda: count_lines(output) >= 5)
+    assert "403" not in _stats(sandbox)["by_status"]

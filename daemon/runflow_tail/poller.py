@@ -104,18 +104,6 @@ class Poller:
                 await self._on_problem(str(exc))
                 await anyio.sleep(self._api.config_error_retry_interval)
                 continue
-            except RetryableApiError as exc:
-                delay = self._backoff.next_delay(exc.retry_after)
-                log.warning(
-                    "stream.poll_failed",
-                    stream=self.stream.name,
-                    error=str(exc),
-                    retry_in=round(delay, 2),
-                    attempt=self._backoff.attempts,
-                )
-                await self._mark_failing(str(exc))
-                await anyio.sleep(delay)
-                continue
             await self._on_success()
             if not more:
                 self.health.caught_up.set()
@@ -188,18 +176,23 @@ class Poller:
             else with_range(self.stream.query, lower, self._range_form)
         )
         cursor: str | None = None
-        async with anyio.create_task_group() as commits:
-            pending: anyio.Event | None = None
-            while True:
-                page = await self._fetch(query, cursor)
-                # Pipelining: the next request goes out while this page commits.
-                if pending is not None:
-                    await pending.wait()
-                pending = anyio.Event()
-                commits.start_soon(self._commit, page, lower, None, pending)
-                if not self._is_full(page) or page.next_cursor is None:
-                    break
-                cursor = page.next_cursor
+        try:
+            async with anyio.create_task_group() as commits:
+                pending: anyio.Event | None = None
+                while True:
+                    page = await self._fetch(query, cursor)
+                    # Pipelining: the next request goes out while this page commits.
+                    if pending is not None:
+                        await pending.wait()
+                    pending = anyio.Event()
+                    commits.start_soon(self._commit, page, lower, None, pending)
+                    if not self._is_full(page) or page.next_cursor is None:
+                        break
+                    cursor = page.next_cursor
+        except BaseExceptionGroup as group:
+            # One failure at a time is what the retry logic understands; the task group
+            # only exists for pipelining.
+            raise group.exceptions[0] from None
         full_without_next = self._is_full(page) and page.next_cursor is None
         return full_without_next and self._state.watermark != start_watermark
 
@@ -227,14 +220,32 @@ class Poller:
         return page.item_count >= self.stream.page_size
 
     async def _fetch(self, query: str, cursor: str | None, *, limit: int | None = None) -> Page:
-        self.health.requests += 1
-        return await self._client.fetch_logs(
-            self.stream.run_id,
-            query=query,
-            fields=self.stream.fields,
-            limit=limit or self.stream.page_size,
-            cursor=cursor,
-        )
+        """One page; transient failures retry the same request (same cursor) after a backoff,
+        so a flaky API slows a backlog down but never sends it back to the watermark."""
+        while True:
+            self.health.requests += 1
+            try:
+                page = await self._client.fetch_logs(
+                    self.stream.run_id,
+                    query=query,
+                    fields=self.stream.fields,
+                    limit=limit or self.stream.page_size,
+                    cursor=cursor,
+                )
+            except RetryableApiError as exc:
+                delay = self._backoff.next_delay(exc.retry_after)
+                log.warning(
+                    "stream.poll_failed",
+                    stream=self.stream.name,
+                    error=str(exc),
+                    retry_in=round(delay, 2),
+                    attempt=self._backoff.attempts,
+                )
+                await self._mark_failing(str(exc))
+                await anyio.sleep(delay)
+                continue
+            self._backoff.reset()
+            return page
 
     async def _commit(
         self, page: Page, lower: int | None, api_cursor: str | None, done: anyio.Event | None
