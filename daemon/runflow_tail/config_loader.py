@@ -14,30 +14,34 @@ import json
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_settings import EnvSettingsSource
 
 from .errors import ConfigError
-from .settings import Settings
+from .settings import CROSS_CHECK_ERROR, CrossProblem, Settings, cross_check, dotted_key
 
 ENV_PREFIX = "RUNFLOW_TAIL_"
 ENV_DELIMITER = "__"
 CONFIG_ENV = "RUNFLOW_TAIL_CONFIG"
 API_KEY_ENV = "RUNFLOW_API_KEY"
+CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
 CREDENTIAL_NAME = "runflow_api_key"
 SECRET_KEYS = frozenset({"api_key", "secret", "password", "token", "authorization", "headers"})
 _NOT_SETTINGS = {CONFIG_ENV}
+_MAY_HOLD_SECRETS = frozenset({"api", "sinks"})
+_MASK = "********"
 
 
 class _Environment(EnvSettingsSource):
     """pydantic-settings' env parsing (``__`` nesting, JSON for lists), from a given mapping."""
 
     def __init__(self, environ: Mapping[str, str]) -> None:
-        self._given = {k: v for k, v in environ.items() if k not in _NOT_SETTINGS}
+        self._given = {k: v for k, v in environ.items() if k.upper() not in _NOT_SETTINGS}
         super().__init__(Settings, env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_DELIMITER)
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
@@ -54,28 +58,73 @@ def load_settings(
 ) -> Settings:
     """Build the settings; raise ``ConfigError`` listing every problem found."""
     problems: list[str] = []
-    config_file = config_file or (Path(environ[CONFIG_ENV]) if environ.get(CONFIG_ENV) else None)
-    file_data = _read_toml(config_file, problems) if config_file else {}
+    config_label = f"config file {config_file}"
+    if config_file is None and environ.get(CONFIG_ENV):
+        config_file = Path(environ[CONFIG_ENV])
+        config_label = f"config file {config_file} (from {CONFIG_ENV})"
+    file_data = _read_toml(config_file, config_label, problems) if config_file else {}
     env_data, env_names = _read_environment(environ, problems)
     key_data: dict[str, Any] = {}
     if environ.get(API_KEY_ENV) and not _lookup(env_data, ("api", "api_key")):
         key_data = {"api": {"api_key": environ[API_KEY_ENV]}}
         env_names[("api", "api_key")] = API_KEY_ENV
-    merged = _merge(file_data, key_data, env_data, dict(overrides or {}))
-    _apply_credentials_directory(merged, environ)
+    env_layer = _merge(key_data, env_data)
+    credential = _credentials_file(_merge(file_data, env_layer, dict(overrides or {})), environ)
+    if credential is not None:
+        # systemd's LoadCredential=: the last place to look for the key.
+        env_layer = _merge(env_layer, {"api": {"api_key_file": str(credential)}})
+        env_names[("api", "api_key_file")] = CREDENTIALS_ENV
+    merged = _merge(file_data, env_layer, dict(overrides or {}))
     _apply_no_color(merged, environ)
-    sources = _Provenance(config_file, file_data, env_names, overrides or {})
+    sources = _Provenance(config_label, file_data, env_layer, env_names, overrides or {})
+    # Without a readable file or environment the key may be in what could not be read.
+    require = require_api_key and not problems
+    key_from_file = _check_api_key(merged, environ, sources, problems, require=require)
+    cross = cross_check(merged)
+    settings: Settings | None = None
     try:
         settings = Settings(**merged)
     except ValidationError as exc:
-        raise ConfigError(problems + [sources.describe(error) for error in exc.errors()]) from None
-    if problems:
-        raise ConfigError(problems)
-    settings = _resolve_api_key(settings, sources, problems, require=require_api_key)
-    settings = _resolve_state_dir(settings, environ)
-    if problems:
-        raise ConfigError(problems)
-    return settings
+        errors = exc.errors()
+        if cross:
+            # Reported below with their sources, from the same check on the unvalidated data.
+            errors = [error for error in errors if error["type"] != CROSS_CHECK_ERROR]
+        problems += [sources.describe(error) for error in errors]
+    problems += [sources.describe_cross(problem) for problem in cross]
+    if problems or settings is None:
+        # Values under secret keys are masked where shown; this catches any other path.
+        secrets = _known_secrets(merged, environ, key_from_file)
+        raise ConfigError([_scrub(problem, secrets) for problem in problems]) from None
+    if key_from_file is not None:
+        api = settings.api.model_copy(update={"api_key": SecretStr(key_from_file)})
+        settings = settings.model_copy(update={"api": api})
+    return _resolve_state_dir(settings, environ)
+
+
+def _known_secrets(
+    merged: Mapping[str, Any], environ: Mapping[str, str], key_from_file: str | None
+) -> set[str]:
+    found = {environ.get(API_KEY_ENV, ""), key_from_file or ""}
+
+    def collect(node: Any, secret: bool) -> None:
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                collect(value, secret or str(key).lower() in SECRET_KEYS)
+        elif isinstance(node, list | tuple):
+            for item in node:
+                collect(item, secret)
+        elif secret and isinstance(node, str):
+            found.add(node.strip())
+
+    collect(merged, secret=False)
+    # Very short values would mask ordinary words; real keys are long.
+    return {secret for secret in found if len(secret) >= 6}
+
+
+def _scrub(text: str, secrets: set[str]) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, _MASK)
+    return text
 
 
 def _merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
@@ -86,19 +135,21 @@ def _merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
             if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
                 merged[key] = _merge(merged[key], value)
             else:
-                merged[key] = dict(value) if isinstance(value, Mapping) else value
+                merged[key] = _merge(value) if isinstance(value, Mapping) else value
     return merged
 
 
-def _read_toml(path: Path, problems: list[str]) -> dict[str, Any]:
+def _read_toml(path: Path, label: str, problems: list[str]) -> dict[str, Any]:
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        problems.append(f"config file {path}: not found; pass an existing file to --config")
-    except (OSError, UnicodeDecodeError) as exc:
-        problems.append(f"config file {path}: cannot be read ({exc})")
+        problems.append(f"{label}: not found; expected an existing TOML file")
+    except UnicodeDecodeError as exc:
+        problems.append(f"{label}: not UTF-8 text ({exc.reason} at byte {exc.start})")
+    except OSError as exc:
+        problems.append(f"{label}: cannot be read ({exc.strerror or exc})")
     except tomllib.TOMLDecodeError as exc:
-        problems.append(f"config file {path}: not valid TOML: {exc}")
+        problems.append(f"{label}: not valid TOML: {exc}")
     return {}
 
 
@@ -108,7 +159,8 @@ def _read_environment(
     names: dict[tuple[str, ...], str] = {}
     top_level = set(Settings.model_fields)
     for name in environ:
-        if name.startswith(ENV_PREFIX) and name not in _NOT_SETTINGS:
+        upper = name.upper()
+        if upper.startswith(ENV_PREFIX) and upper not in _NOT_SETTINGS:
             path = tuple(name[len(ENV_PREFIX) :].lower().split(ENV_DELIMITER))
             names[path] = name
             if path[0] not in top_level:
@@ -119,42 +171,52 @@ def _read_environment(
     try:
         data = _Environment(environ)()
     except Exception as exc:  # noqa: BLE001 - pydantic-settings raises SettingsError subclasses
-        problems.append(_settings_error_text(exc))
+        problems.append(_settings_error_text(exc, environ))
         data = {}
     return data, names
 
 
-def _settings_error_text(exc: Exception) -> str:
+def _settings_error_text(exc: Exception, environ: Mapping[str, str]) -> str:
     field = re.search(r'field "([^"]+)"', str(exc))
-    where = f"environment variable {ENV_PREFIX}{field[1].upper()}" if field else "environment"
+    if field is None:
+        return f"environment: {exc}"
+    name = f"{ENV_PREFIX}{field[1].upper()}"
+    raw = next((v for k, v in environ.items() if k.upper() == name), None)
+    # Unparsable text cannot be masked key by key: tables that may hold secrets stay unshown.
+    shown = raw is not None and field[1] not in _MAY_HOLD_SECRETS
+    value = f" = {_show_value((field[1],), raw)}" if shown else ""
     cause = exc.__cause__
     if isinstance(cause, json.JSONDecodeError):
-        return f"{where}: not valid JSON ({cause.msg} at position {cause.pos})"
-    return f"{where}: {exc}"
+        return (
+            f"environment variable {name}: {field[1]}{value}: not valid JSON ({cause.msg} at "
+            f"position {cause.pos}); expected a JSON value such as "
+            f'[{{"name": "all"}}] or {{"key": "value"}}, or set one key at a time as '
+            f"{name}{ENV_DELIMITER}<KEY>"
+        )
+    return f"environment variable {name}: {field[1]}{value}: {exc}"
 
 
-def _apply_credentials_directory(merged: dict[str, Any], environ: Mapping[str, str]) -> None:
-    """systemd's ``LoadCredential=runflow_api_key:...`` as the last place to look for the key."""
-    api = merged.setdefault("api", {})
-    directory = environ.get("CREDENTIALS_DIRECTORY")
+def _credentials_file(merged: Mapping[str, Any], environ: Mapping[str, str]) -> Path | None:
+    """``$CREDENTIALS_DIRECTORY/runflow_api_key`` when no other source names a key."""
+    directory = environ.get(CREDENTIALS_ENV)
+    api = merged.get("api", {})
     if (
-        isinstance(api, dict)
-        and directory
-        and not api.get("api_key")
-        and not api.get("api_key_file")
+        not directory
+        or not isinstance(api, Mapping)
+        or api.get("api_key")
+        or api.get("api_key_file")
     ):
-        candidate = Path(directory) / CREDENTIAL_NAME
-        if candidate.exists():
-            api["api_key_file"] = str(candidate)
-    if api == {}:
-        del merged["api"]
+        return None
+    candidate = Path(directory) / CREDENTIAL_NAME
+    return candidate if candidate.exists() else None
 
 
 def _apply_no_color(merged: dict[str, Any], environ: Mapping[str, str]) -> None:
     """https://no-color.org: NO_COLOR set (to anything) turns automatic color off."""
     if not environ.get("NO_COLOR"):
         return
-    for sink in (merged.get("sinks") or {}).values():
+    sinks = merged.get("sinks")
+    for sink in sinks.values() if isinstance(sinks, Mapping) else ():
         if (
             isinstance(sink, dict)
             and sink.get("type") == "stdout"
@@ -163,31 +225,62 @@ def _apply_no_color(merged: dict[str, Any], environ: Mapping[str, str]) -> None:
             sink["color"] = "never"
 
 
-def _resolve_api_key(
-    settings: Settings, sources: _Provenance, problems: list[str], *, require: bool
-) -> Settings:
-    api = settings.api
-    if api.api_key is None and api.api_key_file is not None:
-        try:
-            key = api.api_key_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            where = sources.source_of(("api", "api_key_file"))
+def _check_api_key(
+    merged: Mapping[str, Any],
+    environ: Mapping[str, str],
+    sources: _Provenance,
+    problems: list[str],
+    *,
+    require: bool,
+) -> str | None:
+    """Check the key's sources before validation, so key problems are reported with the rest.
+
+    Returns the key read from ``api.api_key_file`` when that is where it comes from.
+    Values of the wrong type are left to validation, which reports them.
+    """
+    api = merged.get("api", {})
+    if not isinstance(api, Mapping):
+        return None
+    key, key_file = api.get("api_key"), api.get("api_key_file")
+    if isinstance(key, str):
+        if not key.strip():
             problems.append(
-                f"{where}: api.api_key_file = {str(api.api_key_file)!r}: cannot read the key "
-                f"file ({exc.strerror}); check the path and that this user may read it"
+                f"{sources.source_of(('api', 'api_key'))}: api.api_key is empty; expected "
+                "the API key (or leave it unset to use another source)"
             )
-            return settings
-        if not key:
-            problems.append(f"api.api_key_file {str(api.api_key_file)!r} is empty")
-            return settings
-        api = api.model_copy(update={"api_key": SecretStr(key)})
-        settings = settings.model_copy(update={"api": api})
-    if require and settings.api.api_key is None:
+        return None
+    if key is not None or not isinstance(key_file, str | Path):
+        if key is None and key_file is None and require:
+            problems.append(_no_key_message(environ))
+        return None
+    where = sources.source_of(("api", "api_key_file"))
+    shown = f"api.api_key_file = {str(key_file)!r}"
+    try:
+        text = Path(key_file).read_text(encoding="utf-8").strip()
+    except OSError as exc:
         problems.append(
-            "no API key: set the RUNFLOW_API_KEY environment variable, api.api_key_file in the "
-            "config file, or (systemd) LoadCredential=runflow_api_key:<path>"
+            f"{where}: {shown}: cannot read the key file ({exc.strerror or exc}); expected a "
+            "readable file holding the API key: check the path and that this user may read it"
         )
-    return settings
+        return None
+    except UnicodeDecodeError:
+        problems.append(f"{where}: {shown}: the key file is not UTF-8 text; expected the API key")
+        return None
+    if not text:
+        problems.append(f"{where}: {shown}: the key file is empty; expected the API key")
+        return None
+    return text
+
+
+def _no_key_message(environ: Mapping[str, str]) -> str:
+    message = (
+        "no API key: set the RUNFLOW_API_KEY environment variable, api.api_key or "
+        "api.api_key_file in the config file, or (systemd) LoadCredential=runflow_api_key:<path>"
+    )
+    directory = environ.get(CREDENTIALS_ENV)
+    if directory:
+        message += f" ({CREDENTIALS_ENV}={directory} holds no {CREDENTIAL_NAME})"
+    return message
 
 
 def _resolve_state_dir(settings: Settings, environ: Mapping[str, str]) -> Settings:
@@ -204,47 +297,87 @@ def _resolve_state_dir(settings: Settings, environ: Mapping[str, str]) -> Settin
     return settings.model_copy(update={"state": state})
 
 
+_MESSAGES_BY_LOC: dict[tuple[tuple[str | int, ...], str], str] = {
+    (("streams",), "tuple_type"): "expected a list of stream tables ([[streams]] in TOML)",
+    (("sinks",), "dict_type"): "expected a table of named sinks ([sinks.NAME] in TOML)",
+}
+
+
 class _Provenance:
     """Which source gave a key, and how to describe a validation error for a person."""
 
     def __init__(
         self,
-        config_file: Path | None,
+        config_label: str,
         file_data: Mapping[str, Any],
+        env_data: Mapping[str, Any],
         env_names: Mapping[tuple[str, ...], str],
         overrides: Mapping[str, Any],
     ) -> None:
-        self._config_file = config_file
+        self._config_label = config_label
         self._file_data = file_data
+        self._env_data = env_data
         self._env_names = env_names
         self._overrides = overrides
 
+    def supplied(self, path: tuple[str | int, ...]) -> bool:
+        """Whether any source (rather than a default) gave this key."""
+        layers = (self._overrides, self._env_data, self._file_data)
+        return any(_supplies(layer, path) for layer in layers)
+
     def source_of(self, path: tuple[str | int, ...]) -> str:
+        """The source that gave the value at ``path``; for a table, every source that
+        contributed to it (tables merge key by key; anything else is replaced whole)."""
+        found: list[str] = []
+        layers: tuple[tuple[Mapping[str, Any], Callable[[], str]], ...] = (
+            (self._overrides, lambda: "command line"),
+            (self._env_data, lambda: self._env_label(path)),
+            (self._file_data, lambda: self._config_label),
+        )
+        for data, label in layers:
+            supplied = _supplies(data, path)
+            if supplied is None:
+                continue
+            if supplied == "value" and found:
+                break  # a lower layer's value, replaced by the tables above it
+            found.append(label())
+            if supplied == "value":
+                break
+        return " and ".join(found) or "settings"
+
+    def _env_label(self, path: tuple[str | int, ...]) -> str:
         keys = tuple(str(part).lower() for part in path)
-        for length in range(len(keys), 0, -1):
-            if _lookup(self._overrides, path[:length]) is not None:
-                return "command line"
-            if keys[:length] in self._env_names:
-                return f"environment variable {self._env_names[keys[:length]]}"
-        if path and _lookup(self._file_data, path[:1]) is not None and self._config_file:
-            return f"config file {self._config_file}"
-        return "settings"
+        names = sorted(
+            name
+            for key, name in self._env_names.items()
+            if key[: len(keys)] == keys or keys[: len(key)] == key
+        )
+        if not names:
+            return "environment"
+        plural = "s" if len(names) > 1 else ""
+        return f"environment variable{plural} {', '.join(names)}"
 
     def describe(self, error: Mapping[str, Any]) -> str:
         loc = _display_loc(error["loc"])
         where = self.source_of(loc)
         key = _dotted(loc)
         kind = error["type"]
+        value_input = error.get("input")
         message = str(error["msg"]).removeprefix("Value error, ")
         if kind == "extra_forbidden":
-            message = "unknown key" + _suggest(str(loc[-1]), _known_keys(loc[:-1]))
+            known = _known_keys(tuple(error["loc"])[:-1])
+            message = "unknown key" + _suggest(str(loc[-1]), known)
         elif kind == "missing":
             message = "required key is missing"
+            where = self.source_of(loc[:-1])
         elif kind == "union_tag_invalid":
             tag = str(error.get("ctx", {}).get("tag", ""))
             types = {str(model.model_fields["type"].default) for model in _sink_models()}
             message = f"unknown sink type {tag!r}{_suggest(tag, types)}"
             key += ".type"
+            where = self.source_of((*loc, "type"))
+            value_input = tag
+            kind = "value_error"
         elif kind == "union_tag_not_found":
             message = (
                 "every sink needs a type ("
@@ -253,11 +386,39 @@ class _Provenance:
                 )
                 + ")"
             )
-        quiet = kind in ("missing", "extra_forbidden", "union_tag_invalid", "union_tag_not_found")
-        value = "" if quiet else f" = {_show_value(loc, error.get('input'))}"
+        elif (loc, kind) in _MESSAGES_BY_LOC:
+            message = _MESSAGES_BY_LOC[(loc, kind)]
+        elif kind == "model_type":
+            message = "expected a table of settings"
+        quiet = kind in ("missing", "extra_forbidden", "union_tag_not_found") or (
+            # A whole table failed a check across its keys; the message names the values.
+            isinstance(value_input, Mapping) and kind in ("value_error", "assertion_error")
+        )
+        value = "" if quiet else f" = {_show_value(loc, value_input)}"
         if not loc:
             return "\n".join(f"{where}: {line}" for line in message.splitlines())
         return f"{where}: {key}{value}: {message}"
+
+    def describe_cross(self, problem: CrossProblem) -> str:
+        loc = problem.loc
+        if problem.related is not None and not self.supplied(loc):
+            where = self.source_of(problem.related)
+        else:
+            where = self.source_of(loc)
+        return f"{where}: {dotted_key(loc)} = {_show_value(loc, problem.value)}: {problem.message}"
+
+
+def _supplies(data: Mapping[str, Any], path: tuple[str | int, ...]) -> str | None:
+    """Whether ``data`` holds ``path``: None (no), "table" (a table there, merged with others'),
+    or "value" (anything else, including a list above it: that replaces other sources')."""
+    node: Any = data
+    for part in path:
+        if isinstance(node, list | tuple):
+            return "value"
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return "table" if isinstance(node, Mapping) else "value"
 
 
 def _sink_models() -> tuple[type[BaseModel], ...]:
@@ -276,44 +437,79 @@ def _display_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
     return tuple(parts)
 
 
-def _dotted(loc: tuple[str | int, ...]) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
+_dotted = dotted_key
 
 
 def _show_value(loc: tuple[str | int, ...], value: Any) -> str:
-    if any(str(part).lower() in SECRET_KEYS for part in loc):
-        return "'********'"
-    text = repr(value)
+    if any(str(part).lower() in SECRET_KEYS for part in loc) or (
+        # Something other than a table where one that holds the key belongs: maybe the key.
+        len(loc) == 1 and loc[0] in _MAY_HOLD_SECRETS and not isinstance(value, Mapping)
+    ):
+        return repr(_MASK)
+    text = repr(_masked(value))
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _masked(value: Any) -> Any:
+    """``value`` with anything under a secret-looking key replaced by a mask."""
+    if isinstance(value, Mapping):
+        return {
+            key: _MASK if str(key).lower() in SECRET_KEYS else _masked(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_masked(item) for item in value]
+    if isinstance(value, SecretStr):
+        return _MASK
+    return value
+
+
 def _known_keys(loc: tuple[str | int, ...]) -> set[str]:
-    model: Any = Settings
+    """The keys the table at a pydantic error location accepts (empty if unknown)."""
+    node: Any = Settings
     for part in loc:
-        if isinstance(part, int):
-            continue
-        if isinstance(model, type) and issubclass(model, BaseModel):
-            field = model.model_fields.get(str(part))
-            if field is None:
-                return set()
-            model = _model_of(field.annotation)
-        else:
+        node = _child(_strip(node), part)
+        if node is None:
             return set()
-    return (
-        set(model.model_fields)
-        if isinstance(model, type) and issubclass(model, BaseModel)
-        else set()
-    )
+    node = _strip(node)
+    return set(node.model_fields) if _is_model(node) else set()
 
 
-def _model_of(annotation: Any) -> Any:
-    for candidate in (annotation, *getattr(annotation, "__args__", ())):
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return candidate
+def _child(node: Any, part: str | int) -> Any:
+    """The annotation one step below ``node`` along a pydantic error location."""
+    if _is_model(node):
+        field = node.model_fields.get(str(part))
+        return None if field is None else field.annotation
+    origin, args = get_origin(node), get_args(node)
+    if origin is dict:
+        return args[1]
+    if origin in (tuple, list):
+        return args[0]
+    if origin in (Union, UnionType):
+        # A discriminated union (sinks): the location names the chosen type.
+        for model in args:
+            field = model.model_fields.get("type") if _is_model(model) else None
+            if field is not None and field.default == part:
+                return model
     return None
+
+
+def _strip(node: Any) -> Any:
+    """``Annotated[X, ...]`` and ``X | None`` as ``X``."""
+    while True:
+        if get_origin(node) is Annotated:
+            node = get_args(node)[0]
+            continue
+        if get_origin(node) in (Union, UnionType):
+            others = [arg for arg in get_args(node) if arg is not type(None)]
+            if len(others) == 1:
+                node = others[0]
+                continue
+        return node
+
+
+def _is_model(node: Any) -> bool:
+    return isinstance(node, type) and issubclass(node, BaseModel)
 
 
 def _suggest(word: str, choices: set[str]) -> str:

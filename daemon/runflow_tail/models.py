@@ -42,7 +42,7 @@ def _byte_size(value: Any) -> int:
         if number and unit in _SIZE_UNITS:
             try:
                 return int(float(number) * _SIZE_UNITS[unit])
-            except ValueError:
+            except (ValueError, OverflowError):  # not a number; 'inf'/'1e999' overflow int
                 pass
     raise ValueError("expected a size: bytes as an integer, or e.g. '512KiB', '10MB', '1GiB'")
 

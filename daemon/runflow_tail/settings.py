@@ -7,10 +7,12 @@ only describes the shape, so a reader finds every option in one place.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal, NamedTuple
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .filters import parse_filter
@@ -18,7 +20,7 @@ from .models import ByteSize, Duration, FrozenModel, PositiveDuration
 from .observability import LogFormat, LogLevel
 from .sinks import SinkConfig
 from .sinks.stdout import StdoutSinkConfig
-from .times import validate_start
+from .times import TimeValueError, parse_duration, validate_start
 
 DEFAULT_BASE_URL = "https://api.runflow.io"
 DEFAULT_FIELDS = ("id", "run_id", "level_code", "message", "timestamp", "meta")
@@ -54,11 +56,14 @@ class ApiSettings(FrozenModel):
             raise ValueError("expected an http(s) URL such as https://api.runflow.io")
         return value.rstrip("/")
 
-    @model_validator(mode="after")
-    def _backoff_order(self) -> ApiSettings:
-        if self.backoff_max < self.backoff_initial:
-            raise ValueError("backoff_max must be at least backoff_initial")
-        return self
+    @field_validator("backoff_max")
+    @classmethod
+    def _backoff_order(cls, value: float, info: ValidationInfo) -> float:
+        # A field validator (not a model one) so the error points at api.backoff_max.
+        initial = info.data.get("backoff_initial")
+        if isinstance(initial, float) and value < initial:
+            raise ValueError(f"expected at least backoff_initial ({initial:g}s)")
+        return value
 
 
 class StateSettings(FrozenModel):
@@ -151,9 +156,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     state: StateSettings = StateSettings()
     log: LogSettings = LogSettings()
-    streams: Annotated[tuple[StreamSettings, ...], Field(min_length=1)] = Field(
-        default_factory=_default_streams
-    )
+    streams: tuple[StreamSettings, ...] = Field(default_factory=_default_streams)
     sinks: dict[str, SinkConfig] = Field(default_factory=_default_sinks)
 
     @classmethod
@@ -169,35 +172,22 @@ class Settings(BaseSettings):
         # source a bad value came from; the model only validates the merged result.
         return (init_settings,)
 
+    @field_validator("streams")
+    @classmethod
+    def _at_least_one_stream(cls, value: tuple[StreamSettings, ...]) -> tuple[StreamSettings, ...]:
+        # A validator rather than min_length: pydantic reports min_length even when the
+        # list is only short because an item failed, which reads as a second problem.
+        if not value:
+            raise ValueError("expected at least one stream ([[streams]] table)")
+        return value
+
     @model_validator(mode="after")
     def _names_resolve(self) -> Settings:
-        problems: list[str] = []
-        seen: set[str] = set()
-        for index, stream in enumerate(self.streams):
-            if stream.name in seen:
-                problems.append(f"streams[{index}].name {stream.name!r} is used by two streams")
-            seen.add(stream.name)
-            for sink in stream.sinks or ():
-                if sink not in self.sinks:
-                    problems.append(
-                        f"streams[{index}].sinks names {sink!r}, which is not a configured "
-                        f"sink (configured: {', '.join(sorted(self.sinks)) or 'none'})"
-                    )
-        for name, sink_config in self.sinks.items():
-            for stream_name in sink_config.streams or ():
-                if stream_name not in seen:
-                    problems.append(
-                        f"sinks.{name}.streams names {stream_name!r}, which is not a configured "
-                        f"stream (configured: {', '.join(sorted(seen))})"
-                    )
-        for stream in self.streams:
-            if stream.lookback >= self.state.dedup_window:
-                problems.append(
-                    f"stream {stream.name!r}: lookback ({stream.lookback:g}s) must be shorter "
-                    f"than state.dedup_window ({self.state.dedup_window:g}s)"
-                )
+        problems = cross_check(self.model_dump())
         if problems:
-            raise ValueError("\n".join(problems))
+            raise PydanticCustomError(
+                CROSS_CHECK_ERROR, "\n".join(problem.text() for problem in problems)
+            )
         return self
 
     def sinks_for_stream(self, stream: StreamSettings) -> tuple[str, ...]:
@@ -219,3 +209,121 @@ class Settings(BaseSettings):
             if stream.name == name:
                 return stream
         raise KeyError(name)
+
+
+CROSS_CHECK_ERROR = "cross_check"
+"""The pydantic error type of ``Settings``' cross-section check (the loader reports it itself)."""
+
+
+class CrossProblem(NamedTuple):
+    """A problem spanning sections: where (``loc``), the value there, and what is wrong."""
+
+    loc: tuple[str | int, ...]
+    value: Any
+    message: str
+    related: tuple[str | int, ...] | None = None
+    """Another key the problem involves; its source is named when ``loc`` has none."""
+
+    def text(self) -> str:
+        return f"{dotted_key(self.loc)} = {self.value!r}: {self.message}"
+
+
+def dotted_key(loc: Sequence[str | int]) -> str:
+    """``("streams", 0, "name")`` as ``streams[0].name``."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def cross_check(data: Mapping[str, Any]) -> list[CrossProblem]:
+    """Checks that span sections: unique stream names, stream/sink references, lookback.
+
+    Works on plain (unvalidated) data so the loader can report these problems together
+    with every other one; a value it cannot read is skipped, since its own validation
+    error is reported anyway.
+    """
+    problems: list[CrossProblem] = []
+    streams_raw = data.get("streams", [{}])
+    streams = (
+        [s for s in streams_raw if isinstance(s, Mapping)]
+        if isinstance(streams_raw, list | tuple)
+        else []
+    )
+    sinks_raw = data.get("sinks", {DEFAULT_SINK_NAME: {}})
+    sinks = sinks_raw if isinstance(sinks_raw, Mapping) else None
+    first_index: dict[str, int] = {}
+    for index, stream in enumerate(streams):
+        name = stream.get("name", DEFAULT_STREAM_NAME)
+        if not isinstance(name, str):
+            continue
+        if name in first_index:
+            problems.append(
+                CrossProblem(
+                    ("streams", index, "name"),
+                    name,
+                    f"streams[{first_index[name]}] already has this name; stream names "
+                    "must be unique",
+                )
+            )
+        else:
+            first_index[name] = index
+    if sinks is not None:
+        configured = ", ".join(sorted(sinks)) or "none"
+        for index, stream in enumerate(streams):
+            wanted = stream.get("sinks")
+            if not isinstance(wanted, list | tuple):
+                continue
+            for sink in wanted:
+                if isinstance(sink, str) and sink not in sinks:
+                    problems.append(
+                        CrossProblem(
+                            ("streams", index, "sinks"),
+                            list(wanted),
+                            f"{sink!r} is not a configured sink; expected one of: {configured}",
+                        )
+                    )
+        stream_names = ", ".join(sorted(first_index)) or "none"
+        for name, sink_config in sinks.items():
+            wanted = sink_config.get("streams") if isinstance(sink_config, Mapping) else None
+            if not isinstance(wanted, list | tuple):
+                continue
+            for stream_name in wanted:
+                if isinstance(stream_name, str) and stream_name not in first_index:
+                    problems.append(
+                        CrossProblem(
+                            ("sinks", name, "streams"),
+                            list(wanted),
+                            f"{stream_name!r} is not a configured stream; expected one of: "
+                            f"{stream_names}",
+                        )
+                    )
+    state = data.get("state")
+    dedup_window = _seconds(
+        state.get("dedup_window", DEFAULT_DEDUP_WINDOW)
+        if isinstance(state, Mapping)
+        else DEFAULT_DEDUP_WINDOW
+    )
+    for index, stream in enumerate(streams):
+        lookback = _seconds(stream.get("lookback", DEFAULT_LOOKBACK))
+        if lookback is not None and dedup_window is not None and lookback >= dedup_window:
+            problems.append(
+                CrossProblem(
+                    ("streams", index, "lookback"),
+                    stream.get("lookback", DEFAULT_LOOKBACK),
+                    f"must be shorter than state.dedup_window ({dedup_window:g}s), which keeps "
+                    f"delivered entries long enough to recognise re-reads (lookback is "
+                    f"{lookback:g}s)",
+                    related=("state", "dedup_window"),
+                )
+            )
+    return problems
+
+
+def _seconds(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    try:
+        return parse_duration(value)
+    except TimeValueError:
+        return None

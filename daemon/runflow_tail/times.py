@@ -9,6 +9,7 @@ them through ``datetime`` (which stops at microseconds).
 from __future__ import annotations
 
 import calendar
+import math
 import re
 import time
 
@@ -23,10 +24,12 @@ _INSTANT = re.compile(
         (?P<zone>[Zz]|[+-]\d{2}:?\d{2})?
     )?
     """,
-    re.VERBOSE,
+    re.VERBOSE | re.ASCII,
 )
 
-_DURATION = re.compile(r"(?P<number>\d+(?:\.\d+)?|\.\d+)\s*(?P<unit>ns|us|µs|ms|s|m|h|d|w)?")
+_DURATION = re.compile(
+    r"(?P<number>\d+(?:\.\d+)?|\.\d+)\s*(?P<unit>ns|us|µs|ms|s|m|h|d|w)?", re.ASCII
+)
 _UNIT_SECONDS = {
     "ns": 1e-9,
     "us": 1e-6,
@@ -84,6 +87,11 @@ def _check_fields(match: re.Match[str]) -> None:
         raise ValueError("hour or minute out of range")
     if int(match["second"] or 0) > 60:
         raise ValueError("second out of range")
+    zone = match["zone"]
+    if zone and zone not in ("Z", "z"):
+        digits = zone[1:].replace(":", "")
+        if int(digits[:2]) > 23 or int(digits[2:]) > 59:
+            raise ValueError(f"UTC offset {zone} out of range")
 
 
 def _zone_offset_seconds(zone: str | None) -> int:
@@ -111,7 +119,12 @@ def parse_duration(value: str | float | int) -> float:
     """Seconds from a number or a string like ``500ms``, ``2s``, ``5m``, ``1h30m``."""
     if isinstance(value, bool):
         raise TimeValueError("a duration must be a number of seconds or a string like '2s'")
-    seconds = float(value) if isinstance(value, int | float) else _parse_duration_text(value)
+    try:
+        seconds = float(value) if isinstance(value, int | float) else _parse_duration_text(value)
+    except OverflowError:
+        seconds = math.inf
+    if not math.isfinite(seconds):
+        raise TimeValueError(f"duration {value!r} is not a finite number of seconds")
     if seconds < 0:
         raise TimeValueError(f"duration {value!r} must not be negative")
     return seconds
