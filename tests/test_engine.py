@@ -176,7 +176,7 @@ async def test_random_faults_lose_nothing_and_keep_the_request_rate_bounded(
 
 
 async def test_retry_after_header_is_honoured(sandbox: SandboxHandle, tmp_path: Path) -> None:
-    """A 429 carrying Retry-After (seconds or HTTP date) delays the next request at least that long."""
+    """A 429 with Retry-After (seconds or an HTTP date) delays the next request that long."""
     await _generate(sandbox, 10, step_ms=1, full_run=False)
     sandbox.world.faults.extend(
         ScriptedFault(status=429, retry_after=retry_after) for retry_after in ("1", "date")

@@ -82,6 +82,9 @@ class Delivery:
                 self.health.idle_at_seq = seen
                 self._went_idle.set()
                 self._went_idle = anyio.Event()
+                if self._stopping:
+                    # asked to stop while reading: nothing in hand, so go now
+                    break
                 with anyio.CancelScope() as self._idle_scope:
                     await self._journal.wait_for_entries_after(seen)
                 self._idle_scope = None
