@@ -58,6 +58,7 @@ class Delivery:
         self.health = SinkHealth(name, offset=offset)
         self._journal = journal
         self._match: Filter | None = parse_filter(config.match) if config.match.strip() else None
+        self._batching = config.batching()
         self._stopping = False
         self._idle_scope: anyio.CancelScope | None = None
         self._went_idle = anyio.Event()
@@ -74,7 +75,8 @@ class Delivery:
             self._idle_scope.cancel()
 
     async def run(self) -> None:
-        batch_settings = self.config.batch
+        batch_settings = self._batching
+        await self._resume_pending()
         while not self._stopping:
             seen = self._journal.last_seq
             batch = await self._read()
@@ -93,19 +95,32 @@ class Delivery:
                 batch = await self._fill(batch)
             await self._deliver(batch)
 
-    async def _read(self) -> list[Entry]:
-        settings = self.config.batch
-        return await self._journal.read_after(
+    async def _resume_pending(self) -> None:
+        """Re-send a batch interrupted by a crash with exactly the same entries first."""
+        if not self.config.stable_batches:
+            return
+        pending = await self._journal.run(self._journal.store.pending, self.name)
+        if pending is not None and pending > self.health.offset:
+            batch = await self._read(until=pending)
+            if batch:
+                log.info("sink.resending_interrupted_batch", sink=self.name, entries=len(batch))
+                await self._deliver(batch)
+
+    async def _read(self, *, until: int | None = None) -> list[Entry]:
+        settings = self._batching
+        return await self._journal.run(
+            self._journal.store.read_after,
             self.health.offset,
             self.streams,
             max_events=settings.max_events,
             max_bytes=settings.max_bytes,
+            until=until,
         )
 
     async def _fill(self, batch: list[Entry]) -> list[Entry]:
         """Wait up to ``batch.max_wait`` for a fuller batch."""
-        with anyio.move_on_after(self.config.batch.max_wait):
-            while len(batch) < self.config.batch.max_events and not self._stopping:
+        with anyio.move_on_after(self._batching.max_wait):
+            while len(batch) < self._batching.max_events and not self._stopping:
                 await self._journal.wait_for_entries_after(batch[-1].seq)
                 batch = await self._read()
         return batch
@@ -113,6 +128,8 @@ class Delivery:
     async def _deliver(self, batch: list[Entry]) -> None:
         matching = batch if self._match is None else [e for e in batch if self._matches(e)]
         self.health.filtered_out += len(batch) - len(matching)
+        if matching and self.config.stable_batches:
+            await self._journal.run(self._journal.store.set_pending, self.name, batch[-1].seq)
         if matching:
             await self._send_with_retries(matching)
         else:

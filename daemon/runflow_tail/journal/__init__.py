@@ -15,7 +15,6 @@ from typing import ParamSpec, TypeVar
 
 import anyio
 
-from ..models import Entry
 from ..observability import get_logger
 from .lock import StateDirLock, is_locked
 from .store import JOURNAL_NAME, CursorState, DeadLetter, JournalStore
@@ -111,13 +110,6 @@ class Journal:
     async def wait_for_entries_after(self, seq: int) -> None:
         while self.last_seq <= seq:
             await self._appended.wait()
-
-    async def read_after(
-        self, seq: int, streams: Sequence[str], *, max_events: int, max_bytes: int
-    ) -> list[Entry]:
-        return await self.run(
-            self.store.read_after, seq, streams, max_events=max_events, max_bytes=max_bytes
-        )
 
     async def set_offset(self, sink: str, seq: int) -> None:
         await self.run(self.store.set_offset, sink, seq)

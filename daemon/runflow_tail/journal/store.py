@@ -20,7 +20,7 @@ from ..errors import JournalUnreadable
 from ..models import Entry
 
 JOURNAL_NAME = "journal.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -60,6 +60,9 @@ _MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX dead_letters_by_sink ON dead_letters (sink, id);
     """,
+    # The batch a sink was sending when it stopped, so it is re-sent with the same
+    # boundaries (and idempotency keys) after a restart.
+    2: "ALTER TABLE sink_offsets ADD COLUMN pending INTEGER",
 }
 
 
@@ -240,22 +243,37 @@ class JournalStore:
     def set_offset(self, sink: str, seq: int) -> None:
         self._db.execute(
             "INSERT INTO sink_offsets (sink, offset, updated_at) VALUES (?, ?, ?) "
-            "ON CONFLICT (sink) DO UPDATE SET offset = excluded.offset, "
+            "ON CONFLICT (sink) DO UPDATE SET offset = excluded.offset, pending = NULL, "
             "updated_at = excluded.updated_at",
             (sink, seq, time.time()),
         )
 
+    def set_pending(self, sink: str, last_seq: int) -> None:
+        self._db.execute("UPDATE sink_offsets SET pending = ? WHERE sink = ?", (last_seq, sink))
+
+    def pending(self, sink: str) -> int | None:
+        row = self._db.execute(
+            "SELECT pending FROM sink_offsets WHERE sink = ?", (sink,)
+        ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
     def read_after(
-        self, seq: int, streams: Sequence[str], *, max_events: int, max_bytes: int
+        self,
+        seq: int,
+        streams: Sequence[str],
+        *,
+        max_events: int,
+        max_bytes: int,
+        until: int | None = None,
     ) -> list[Entry]:
-        """Entries of ``streams`` after ``seq`` in seq order, at most one batch's worth."""
+        """Entries of ``streams`` in (seq, until], in seq order, at most one batch's worth."""
         if not streams:
             return []
         marks = ",".join("?" * len(streams))
         cursor = self._db.execute(
-            f"SELECT seq, stream, id, ts, raw FROM entries WHERE seq > ? AND stream IN ({marks}) "  # noqa: S608
-            "ORDER BY seq LIMIT ?",
-            (seq, *streams, max_events),
+            f"SELECT seq, stream, id, ts, raw FROM entries WHERE seq > ? AND seq <= ? "  # noqa: S608
+            f"AND stream IN ({marks}) ORDER BY seq LIMIT ?",
+            (seq, until if until is not None else 2**63 - 1, *streams, max_events),
         )
         batch: list[Entry] = []
         size = 0

@@ -15,11 +15,13 @@ from pydantic import Field
 from .base import BatchSettings, Sink, SinkConfigBase
 from .file import FileSinkConfig
 from .stdout import StdoutSinkConfig
+from .webhook import WebhookSinkConfig
 
 ENTRY_POINT_GROUP = "runflow_tail.sinks"
 BUILTIN_SINK_MODELS: tuple[type[SinkConfigBase], ...] = (
     StdoutSinkConfig,
     FileSinkConfig,
+    WebhookSinkConfig,
 )
 PLUGIN_LOAD_ERRORS: list[str] = []
 """Plugins that could not be loaded; ``check-config`` reports them."""
@@ -69,4 +71,5 @@ __all__ = [
     "SinkConfig",
     "SinkConfigBase",
     "StdoutSinkConfig",
+    "WebhookSinkConfig",
 ]

@@ -10,7 +10,7 @@ treated as retryable and logged.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 from pydantic import Field, field_validator
 
@@ -44,9 +44,22 @@ class SinkConfigBase(FrozenModel):
     """Only entries matching this expression (the `q` language) reach the sink."""
     streams: tuple[str, ...] | None = None
     """Stream names this sink subscribes to (default: every stream)."""
-    batch: BatchSettings = BatchSettings()
+    batch: BatchSettings | bool = BatchSettings()
+    """Batch limits, or `false` to send entries one at a time."""
     max_retry_duration: Duration | None = None
     """Give up on a failing batch after this long and dead-letter it (default: never)."""
+
+    stable_batches: ClassVar[bool] = False
+    """Whether an interrupted batch must be re-sent with exactly the same entries (so that
+    idempotency keys derived from it stay the same across restarts)."""
+
+    def batching(self) -> BatchSettings:
+        if isinstance(self.batch, BatchSettings):
+            return self.batch
+        if self.batch:
+            default = type(self).model_fields["batch"].default
+            return default if isinstance(default, BatchSettings) else BatchSettings()
+        return BatchSettings(max_events=1)
 
     @field_validator("match")
     @classmethod
