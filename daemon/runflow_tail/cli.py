@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .checkpoint_cli import add_operator_commands
 
     add_operator_commands(commands, common)
+    from .replay import add_replay_command
+
+    add_replay_command(commands, common)
     return parser
 
 
