@@ -31,7 +31,7 @@ def _webhook(url: str, **options: Any) -> WebhookSinkConfig:
 async def test_batches_carry_entries_unchanged_and_in_order(
     sandbox: SandboxHandle, tmp_path: Path
 ) -> None:
-    """The receiver gets {"entries": [...]} with each entry's bytes as the API sent them, in order."""
+    """The receiver gets {"entries": [...]}: each entry as the API sent it, in order."""
     sandbox.world.generate(250, step_ms=1, full_run=True)
     with running_receiver() as receiver:
         sinks = {"hook": _webhook(receiver.url, batch={"max_events": 100, "max_wait": 0})}
@@ -211,7 +211,7 @@ async def test_headers_and_auth_are_sent_and_never_logged(
 async def test_concurrent_parts_arrive_complete_with_distinct_keys(
     sandbox: SandboxHandle, tmp_path: Path
 ) -> None:
-    """With concurrency = 3 a batch goes out as three requests at once; together they hold it all."""
+    """With concurrency = 3 a batch goes out as three requests at once, together complete."""
     sandbox.world.generate(90, step_ms=1, full_run=False)
     with running_receiver(Receiver(delay=0.05)) as receiver:
         sinks = {"hook": _webhook(receiver.url, concurrency=3, batch={"max_events": 90})}
