@@ -57,9 +57,26 @@ def settings_for(
 
 
 def config_toml(
-    sandbox: Any, state_dir: Path, output: Path, *, api: str = "", stream: str = "", sinks: str = ""
+    sandbox: Any,
+    state_dir: Path,
+    output: Path,
+    *,
+    api: str = "",
+    stream: dict[str, Any] | None = None,
+    sinks: str = "",
 ) -> str:
     """The same as ``settings_for``, as a TOML file for a daemon subprocess."""
+    stream_options = {
+        "name": "all",
+        "start_at": "beginning",
+        "poll_interval": 0.2,
+        "lookback": 1,
+        **(stream or {}),
+    }
+    stream_lines = "\n".join(
+        f"{key} = {json.dumps(value)}" for key, value in stream_options.items()
+    )
+    default_sink = f'[sinks.out]\ntype = "file"\npath = "{output}"\nfsync = "never"'
     return f"""
 [api]
 base_url = "{sandbox.url}"
@@ -72,13 +89,9 @@ backoff_max = 0.5
 dir = "{state_dir}"
 
 [[streams]]
-name = "all"
-start_at = "beginning"
-poll_interval = 0.2
-lookback = 1
-{stream}
+{stream_lines}
 
-{sinks or f'[sinks.out]{chr(10)}type = "file"{chr(10)}path = "{output}"{chr(10)}fsync = "never"'}
+{sinks or default_sink}
 """
 
 

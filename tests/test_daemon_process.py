@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from runflow_tail.sandbox import SandboxOptions, SandboxThread
@@ -24,7 +25,7 @@ from tests.harness import (
 pytestmark = pytest.mark.slow
 
 
-def _write_config(tmp_path: Path, sandbox: SandboxThread, **sections: str) -> tuple[Path, Path]:
+def _write_config(tmp_path: Path, sandbox: SandboxThread, **sections: Any) -> tuple[Path, Path]:
     output = tmp_path / "out.jsonl"
     config = tmp_path / "runflow-tail.toml"
     config.write_text(config_toml(sandbox, tmp_path / "state", output, **sections))
@@ -64,9 +65,7 @@ def test_eight_sigkills_lose_nothing_and_double_nothing(
 ) -> None:
     """SIGKILL at random moments eight times while the world keeps producing: after the last
     restart the file holds every entry exactly once, every line intact."""
-    config, output = _write_config(
-        tmp_path, sandbox_thread, stream="page_size = 50\nfields = []", api=""
-    )
+    config, output = _write_config(tmp_path, sandbox_thread, stream={"page_size": 50, "fields": []})
     rng = random.Random(5)
     log = tmp_path / "daemon.log"
     for _ in range(8):

@@ -69,7 +69,8 @@ class Delivery:
             await self._went_idle.wait()
 
     def request_stop(self) -> None:
-        """Finish the batch in hand, then return; an idle loop returns at once."""
+        """Finish the batch in hand, then return; an idle loop, or one waiting to retry a
+        failed batch, returns at once (the batch stays in the journal)."""
         self._stopping = True
         if self._idle_scope is not None:
             self._idle_scope.cancel()
@@ -126,22 +127,30 @@ class Delivery:
         return batch
 
     async def _deliver(self, batch: list[Entry]) -> None:
+        """Send the matching part of ``batch``; then move the offset past all of it."""
         matching = batch if self._match is None else [e for e in batch if self._matches(e)]
         self.health.filtered_out += len(batch) - len(matching)
-        if matching and self.config.stable_batches:
-            await self._journal.run(self._journal.store.set_pending, self.name, batch[-1].seq)
+        end = batch[-1].seq
         if matching:
-            await self._send_with_retries(matching)
-        else:
-            await self._journal.set_offset(self.name, batch[-1].seq)
-        self.health.offset = batch[-1].seq
+            if self.config.stable_batches:
+                await self._journal.run(self._journal.store.set_pending, self.name, end)
+            outcome, reason = await self._send_with_retries(matching)
+            if outcome == "stopped":
+                return  # not committed: the batch goes out again after a restart
+            if outcome == "rejected":
+                await self._dead_letter(matching, end, reason)
+                return
+            self._mark_delivered(len(matching))
+        await self._journal.set_offset(self.name, end)
+        self.health.offset = end
 
     def _matches(self, entry: Entry) -> bool:
         assert self._match is not None
         return self._match.matches(entry.data())
 
-    async def _send_with_retries(self, batch: list[Entry]) -> None:
-        backoff = Backoff()
+    async def _send_with_retries(self, batch: list[Entry]) -> tuple[str, str]:
+        """Returns ("sent" | "rejected" | "stopped", why it was rejected)."""
+        backoff = Backoff(self.config.backoff_initial, self.config.backoff_max)
         started = anyio.current_time()
         budget = self.config.max_retry_duration
         while True:
@@ -150,17 +159,13 @@ class Delivery:
             except SinkClosedError:
                 raise
             except SinkRejectedError as exc:
-                await self._dead_letter(batch, f"rejected: {exc}")
-                return
+                return "rejected", f"rejected: {exc}"
             except Exception as exc:  # noqa: BLE001 - a sink's bug must not lose entries
                 retry_after = exc.retry_after if isinstance(exc, SinkRetryableError) else None
                 reason = str(exc) if isinstance(exc, SinkRetryableError) else repr(exc)
                 elapsed = anyio.current_time() - started
                 if budget is not None and elapsed >= budget:
-                    await self._dead_letter(
-                        batch, f"gave up after {elapsed:.0f}s of retries: {reason}"
-                    )
-                    return
+                    return "rejected", f"gave up after {elapsed:.0f}s of retries: {reason}"
                 delay = backoff.next_delay(retry_after)
                 if budget is not None:
                     delay = min(delay, max(0.0, budget - elapsed))
@@ -173,15 +178,19 @@ class Delivery:
                     retry_in=round(delay, 2),
                     attempt=backoff.attempts,
                 )
-                await anyio.sleep(delay)
+                if not self._stopping:
+                    with anyio.CancelScope() as self._idle_scope:
+                        await anyio.sleep(delay)
+                    self._idle_scope = None
+                if self._stopping:
+                    return "stopped", ""
                 continue
-            await self._journal.set_offset(self.name, batch[-1].seq)
-            self._mark_delivered(len(batch))
-            return
+            return "sent", ""
 
-    async def _dead_letter(self, batch: list[Entry], reason: str) -> None:
-        await self._journal.run(self._journal.store.dead_letter, self.name, batch, reason)
+    async def _dead_letter(self, batch: list[Entry], end: int, reason: str) -> None:
+        await self._journal.run(self._journal.store.dead_letter, self.name, batch, reason, end)
         self.health.dead_letters += 1
+        self.health.offset = end
         log.error(
             "sink.batch_dead_lettered",
             sink=self.name,

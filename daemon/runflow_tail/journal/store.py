@@ -296,12 +296,12 @@ class JournalStore:
 
     # -- dead letters ------------------------------------------------------------------
 
-    def dead_letter(self, sink: str, batch: Sequence[Entry], reason: str) -> None:
-        """Keep a batch the sink refused, and move the sink past it, in one transaction."""
+    def dead_letter(self, sink: str, batch: Sequence[Entry], reason: str, end: int) -> None:
+        """Keep a batch the sink refused, and move the sink to ``end``, in one transaction."""
         self._db.execute("BEGIN IMMEDIATE")
         try:
             self.add_dead_letter(sink, batch, reason)
-            self.set_offset(sink, batch[-1].seq)
+            self.set_offset(sink, end)
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")

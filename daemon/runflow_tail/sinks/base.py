@@ -14,7 +14,7 @@ from typing import ClassVar, Protocol, runtime_checkable
 
 from pydantic import Field, field_validator
 
-from ..models import ByteSize, Duration, Entry, FrozenModel
+from ..models import ByteSize, Duration, Entry, FrozenModel, PositiveDuration
 
 DEFAULT_MAX_EVENTS = 500
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
@@ -48,6 +48,9 @@ class SinkConfigBase(FrozenModel):
     """Batch limits, or `false` to send entries one at a time."""
     max_retry_duration: Duration | None = None
     """Give up on a failing batch after this long and dead-letter it (default: never)."""
+    backoff_initial: PositiveDuration = 1.0
+    backoff_max: PositiveDuration = 32.0
+    """Retries back off exponentially with full jitter between these (Retry-After wins)."""
 
     stable_batches: ClassVar[bool] = False
     """Whether an interrupted batch must be re-sent with exactly the same entries (so that

@@ -24,11 +24,15 @@ import msgspec
 from pydantic import Field
 
 from ..errors import SinkRetryableError
-from ..models import Entry
+from ..models import Entry, PositiveDuration
+from ..observability import get_logger
 from .base import BatchSettings, SinkConfigBase
+from .rotation import RotationSettings, needs_rotation, rotate
 
 DEFAULT_FILE_MODE = 0o640
 INTENT_SUFFIX = ".runflow-tail-intent"
+
+log = get_logger(__name__)
 
 
 class FileSinkConfig(SinkConfigBase):
@@ -38,8 +42,10 @@ class FileSinkConfig(SinkConfigBase):
     mode: int = Field(DEFAULT_FILE_MODE, ge=0, le=0o777)
     """Permission bits for new files (0640 by default: the group may read, others not)."""
     fsync: Literal["batch", "interval", "never"] = "batch"
-    fsync_interval: float = Field(1.0, gt=0)
-    batch: BatchSettings = BatchSettings(max_events=1000)
+    fsync_interval: PositiveDuration = 1.0
+    rotate: RotationSettings = RotationSettings()
+    """[sinks.NAME.rotate] max_bytes, interval, keep, compress (default: never rotate)."""
+    batch: BatchSettings | bool = BatchSettings(max_events=1000)
 
     def build(self, name: str) -> FileSink:
         return FileSink(self, name=name)
@@ -59,7 +65,6 @@ class FileSink:
         anchor = Path(self._template.split("{", 1)[0] or ".")
         intent_dir = anchor.parent if self._templated else config.path.parent
         self._intent_path = intent_dir / f".{name}{INTENT_SUFFIX}"
-        self._pending_intent: _Intent | None = None
         self._intent_checked = False
         self._last_fsync = 0.0
 
@@ -85,6 +90,7 @@ class FileSink:
         lines: dict[str, list[bytes]] = {}
         for entry in batch:
             lines.setdefault(self._path_for(entry), []).append(entry.raw + b"\n")
+        self._rotate_if_due(lines)
         sizes = {path: _size(path) for path in lines}
         self._write_intent(_Intent(batch[0].seq, batch[-1].seq, sizes))
         try:
@@ -95,6 +101,20 @@ class FileSink:
             for path, size in sizes.items():
                 _truncate_to(path, size)
             raise SinkRetryableError(_describe_os_error(exc, path)) from exc
+
+    def _rotate_if_due(self, lines: dict[str, list[bytes]]) -> None:
+        settings = self._config.rotate
+        if settings.max_bytes is None and settings.interval is None:
+            return
+        now = time.time()
+        for path, chunk in lines.items():
+            incoming = sum(len(line) for line in chunk)
+            if needs_rotation(Path(path), incoming, settings, now):
+                try:
+                    moved = rotate(Path(path), settings, now)
+                except OSError as exc:
+                    raise SinkRetryableError(_describe_os_error(exc, path)) from exc
+                log.info("sink.file_rotated", path=path, rotated_to=str(moved))
 
     def _append(self, path: str, payload: bytes) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -183,8 +203,10 @@ def _repair_torn_line(path: str) -> None:
 
 
 def _describe_os_error(exc: OSError, path: str) -> str:
-    if exc.errno == errno.ENOSPC:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"cannot write {path}: the disk is full; will retry"
+    if exc.errno == errno.EFBIG:
+        return f"cannot write {path}: the file size limit is reached; will retry"
     if exc.errno in (errno.EACCES, errno.EPERM):
         return f"cannot write {path}: permission denied; fix the file's permissions"
     return f"cannot write {path}: {exc.strerror or exc}; will retry"
