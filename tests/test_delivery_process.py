@@ -155,7 +155,7 @@ def test_a_full_disk_stalls_the_file_sink_only_and_it_recovers_without_loss(
     sandbox_thread: SandboxThread, tmp_path: Path
 ) -> None:
     """The file hits a size limit (RLIMIT_FSIZE): the file sink stalls with a clear error while
-    the webhook keeps delivering; once space is back the file catches up, nothing lost or doubled."""
+    the webhook keeps delivering; with space back the file catches up, nothing lost or doubled."""
     output = tmp_path / "out.jsonl"
     limit = 8 * 1024 * 1024
     old = json.dumps({"id": "old", "message": "x" * 1000}).encode() + b"\n"
