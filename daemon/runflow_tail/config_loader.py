@@ -374,6 +374,10 @@ class _Provenance:
             tag = str(error.get("ctx", {}).get("tag", ""))
             types = {str(model.model_fields["type"].default) for model in _sink_models()}
             message = f"unknown sink type {tag!r}{_suggest(tag, types)}"
+            from .sinks import PLUGIN_LOAD_ERRORS
+
+            if PLUGIN_LOAD_ERRORS:
+                message += f" ({'; '.join(PLUGIN_LOAD_ERRORS)})"
             key += ".type"
             where = self.source_of((*loc, "type"))
             value_input = tag
