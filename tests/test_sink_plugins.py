@@ -1,4 +1,4 @@
-"""Third-party sinks through the `runflow_tail.sinks` entry point: the README's example, end to end."""
+"""Third-party sinks through the `runflow_tail.sinks` entry point: the README example."""
 
 from __future__ import annotations
 
