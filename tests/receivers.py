@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     status: int
+    at: float
 
     def entries(self) -> list[dict[str, Any]]:
         document = json.loads(self.body)
@@ -41,6 +43,8 @@ class Receiver:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    """Answers for the next requests, in order, before falling back to ``status``."""
     requests: list[Received] = field(default_factory=list)
     url: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -50,8 +54,8 @@ class Receiver:
         if self.delay:
             await anyio.sleep(self.delay)
         with self._lock:
-            status, headers = self.status, dict(self.headers)
-            self.requests.append(Received(dict(request.headers), body, status))
+            status, headers = self.script.pop(0) if self.script else (self.status, self.headers)
+            self.requests.append(Received(dict(request.headers), body, status, time.monotonic()))
         return Response(b"{}" if status < 300 else b"nope", status_code=status, headers=headers)
 
     def delivered(self) -> list[Received]:

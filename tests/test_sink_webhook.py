@@ -19,7 +19,8 @@ from runflow_tail.sinks.webhook import WebhookSinkConfig
 from tests.harness import count_lines, read_jsonl, run_daemon_until, sandbox_ids, settings_for
 from tests.receivers import Receiver, running_receiver
 
-pytestmark = pytest.mark.anyio
+# Whole-precision timestamps: entries generated later never sort before earlier ones.
+pytestmark = [pytest.mark.anyio, pytest.mark.sandbox_options(timestamp_style="z")]
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 
@@ -78,22 +79,18 @@ async def test_signatures_verify_with_the_standard_webhooks_library(
 async def test_retries_reuse_the_idempotency_key_and_honour_retry_after(
     sandbox: SandboxHandle, tmp_path: Path
 ) -> None:
-    """A 503 then a 429 with Retry-After, then success: every attempt carries the same key."""
+    """A 503, then a 429 with Retry-After: 1, then success: every attempt carries the same key,
+    and the last one waited at least the second the receiver asked for."""
     sandbox.world.generate(3, step_ms=1, full_run=False)
-    with running_receiver(Receiver(status=503)) as receiver:
-        sinks = {"hook": _webhook(receiver.url, batch={"max_events": 10})}
+    script = [(503, {}), (429, {"Retry-After": "1"})]
+    with running_receiver(Receiver(script=script)) as receiver:
+        sinks = {"hook": _webhook(receiver.url, batch={"max_events": 10}, backoff_initial=0.05)}
         settings = settings_for(sandbox, tmp_path / "state", tmp_path / "x", sinks=sinks)
-
-        def script() -> bool:
-            if len(receiver.requests) == 1:
-                receiver.set(429, {"Retry-After": "0"})
-            elif len(receiver.requests) >= 2:
-                receiver.set(200)
-            return bool(receiver.delivered())
-
-        await run_daemon_until(settings, script)
-    keys = {request.headers["idempotency-key"] for request in receiver.requests}
-    assert len(receiver.requests) == 3 and len(keys) == 1
+        await run_daemon_until(settings, lambda: bool(receiver.delivered()))
+    requests = receiver.requests
+    assert [r.status for r in requests] == [503, 429, 200]
+    assert len({r.headers["idempotency-key"] for r in requests}) == 1
+    assert requests[2].at - requests[1].at >= 1.0
     assert receiver.delivered_ids() == sandbox_ids(sandbox)
 
 

@@ -57,11 +57,12 @@ class Backoff:
     def next_delay(self, retry_after: float | None = None) -> float:
         ceiling = min(self.maximum, self.initial * 2.0 ** min(self.attempts, 32))
         self.attempts += 1
+        # Never below a tenth of the initial delay, even when told "Retry-After: 0":
+        # zero-length retries would turn a run of failures into a burst.
+        floor = self.initial / 10
         if retry_after is not None:
-            return min(max(retry_after, 0.0), MAX_RETRY_AFTER)
-        # Full jitter, but never below a tenth of the initial delay: zero-length
-        # retries would let a fleet of failures turn into a burst.
-        return max(self.initial / 10, self._rng.uniform(0, ceiling))
+            return min(max(retry_after, floor), MAX_RETRY_AFTER)
+        return max(floor, self._rng.uniform(0, ceiling))
 
     def reset(self) -> None:
         self.attempts = 0
