@@ -124,8 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_operator_commands(commands, common)
     from .replay import add_replay_command
+    from .tail import add_tail_command
 
     add_replay_command(commands, common)
+    add_tail_command(commands, common)
     return parser
 
 

@@ -34,6 +34,9 @@ class RunOptions:
     handle_signals: bool = True
     stop_when_drained: bool = False
     """Stop once every stream has caught up and every sink has everything (one-shot tail)."""
+    fatal_api_problems: bool = False
+    """Let an API configuration problem (bad key, filter, run) end the run instead of
+    retrying every few minutes (interactive use)."""
     on_started: Callable[[Daemon], None] | None = None
     extra_tasks: list[Callable[[Daemon], Coroutine[Any, Any, None]]] = field(default_factory=list)
 
@@ -76,7 +79,10 @@ class Daemon:
         subscriptions = {s.name: settings.sinks_for_stream(s) for s in settings.streams}
         journal.subscribe(subscriptions)
         offsets = await journal.run(journal.store.ensure_offsets, list(settings.sinks))
-        self.pollers = [Poller(s, settings.api, client, journal) for s in settings.streams]
+        self.pollers = [
+            Poller(s, settings.api, client, journal, fatal_problems=self.options.fatal_api_problems)
+            for s in settings.streams
+        ]
         self.deliveries = []
         for name, config in settings.sinks.items():
             streams = settings.streams_for_sink(name)
@@ -118,6 +124,7 @@ class Daemon:
                     )
                 tg.cancel_scope.cancel()
         except* SinkClosedError:
+            self.stop_reason = "output closed"
             log.info("daemon.output_closed")
         finally:
             for delivery in self.deliveries:

@@ -16,11 +16,12 @@ from .settings import ApiSettings, Settings, StateSettings, StreamSettings
 from .sinks.stdout import StdoutSinkConfig
 
 NEXT_STEPS = """
-That was runflow-tail on a simulated Runflow organization. Next:
-  runflow-tail sandbox --port 8080 --rate 1      # serve the simulator for your own tries
-  RUNFLOW_API_KEY=rf_sandbox_0123456789abcdef RUNFLOW_TAIL_API__BASE_URL=http://127.0.0.1:8080 \\
-    runflow-tail run --config config/examples/sandbox.toml   # the daemon, with the example config
-  runflow-tail check-config --config config/runflow-tail.toml   # every option, annotated
+That was runflow-tail following a simulated Runflow organization. Try next:
+  runflow-tail sandbox --port 8080 &                      # keep a simulator running
+  export RUNFLOW_API_KEY=rf_sandbox_0123456789abcdef RUNFLOW_TAIL_API__BASE_URL=http://127.0.0.1:8080
+  runflow-tail tail -f --level error,warning              # follow the errors and warnings
+  runflow-tail tail <RUN_ID> --since 1h                   # one run, then exit
+  runflow-tail run --config config/examples/sandbox.toml  # the daemon, with the example config
 """
 
 

@@ -72,8 +72,11 @@ class Poller:
         api: ApiSettings,
         client: RunflowClient,
         journal: Journal,
+        *,
+        fatal_problems: bool = False,
     ) -> None:
         self.stream = stream
+        self._fatal_problems = fatal_problems
         self.health = StreamHealth(stream.name)
         self._api = api
         self._client = client
@@ -101,6 +104,8 @@ class Poller:
                 await self._on_cursor_rejected(exc)
                 continue
             except ApiConfigurationError as exc:
+                if self._fatal_problems:
+                    raise
                 await self._on_problem(str(exc))
                 await anyio.sleep(self._api.config_error_retry_interval)
                 continue
