@@ -127,6 +127,7 @@ class RunflowClient:
             follow_redirects=False,
         )
         self._timeout = settings.timeout
+        self._key = settings.api_key.get_secret_value().encode()
         self.limiter = limiter or RateLimiter(settings.max_requests_per_second)
         self.requests_made = 0
 
@@ -183,10 +184,16 @@ class RunflowClient:
         """
         text = cursor.strip()
         if text.startswith(("http://", "https://", "/")):
-            return {**params, **dict(parse_qsl(urlsplit(text).query, keep_blank_values=True))}
-        if "pq=" in text:
-            return {**params, **dict(parse_qsl(text.lstrip("?"), keep_blank_values=True))}
-        return {**params, "pq": text}
+            found = dict(parse_qsl(urlsplit(text).query, keep_blank_values=True))
+        elif "pq=" in text:
+            found = dict(parse_qsl(text.lstrip("?"), keep_blank_values=True))
+        else:
+            found = {}
+        # Without a pq it was a bare token after all (base64 may start with '/' or end in
+        # 'pq='); dropping it would fetch the first page again and again.
+        if not found.get("pq"):
+            return {**params, "pq": text}
+        return {**params, **found}
 
     async def _get(self, url: str, params: Mapping[str, str], *, what: str) -> bytes:
         await self.limiter.acquire()
@@ -204,6 +211,8 @@ class RunflowClient:
             ) from exc
         if response.is_success:
             return body
+        # A server or proxy that echoes the key must not carry it into our errors and logs.
+        body = body.replace(self._key, b"[redacted]")
         error = classify_api_response(response.status_code, response.headers, body, what=what)
         if response.status_code == 429:
             # The limit is per organization: every stream on this key waits.

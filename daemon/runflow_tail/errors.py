@@ -210,7 +210,10 @@ def classify_api_response(
     """Turn a non-2xx answer into the error tree: the one place that decides retryability."""
     code, api_message = parse_error_body(body)
     said = f"{code or status}: {api_message}" if api_message else f"{code or status}"
-    retry_after = parse_retry_after(headers.get("retry-after"))
+    # httpx.Headers are case-insensitive, a plain Mapping is not: look the name up either way.
+    retry_after = parse_retry_after(
+        next((value for name, value in headers.items() if name.lower() == "retry-after"), None)
+    )
     if status == 429:
         return ApiRateLimited(
             f"{what}: rate limited by the API ({said})",
@@ -244,5 +247,6 @@ def classify_api_response(
 
 
 def _is_about_cursor(code: str | None, message: str | None) -> bool:
-    text = f"{code or ''} {message or ''}".lower()
+    # Codes are SCREAMING_SNAKE_CASE: INVALID_PQ and INVALID_PAGE_TOKEN are about the cursor.
+    text = f"{code or ''} {message or ''}".lower().replace("_", " ")
     return "cursor" in text or "page token" in text or re.search(r"\bpq\b", text) is not None
