@@ -122,9 +122,9 @@ def test_no_command_prints_help_and_exits_2(home: dict[str, str]) -> None:
 
 def test_unknown_subcommand(home: dict[str, str]) -> None:
     """An unknown command exits 2 with the valid choices and no traceback."""
-    result = run_cli("tail", env=home)
+    result = run_cli("tial", env=home)
     assert result.returncode == 2
-    assert "invalid choice: 'tail'" in result.stderr
+    assert "invalid choice: 'tial'" in result.stderr
     assert "check-config" in result.stderr
     assert_no_traceback(result)
 

@@ -292,3 +292,21 @@ async def test_organization_header_is_sent(sandbox: SandboxHandle, tmp_path: Pat
     settings = settings_for(sandbox, tmp_path / "state", output, api={"organization_id": "org-a"})
     await run_daemon_until(settings, lambda: count_lines(output) >= 5)
     assert "403" not in _stats(sandbox)["by_status"]
+
+
+async def test_a_full_journal_pauses_polling_and_nothing_is_lost(
+    sandbox: SandboxHandle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With the journal capped far below the backlog, polling pauses when it is full, resumes
+    as the sink catches up, and every entry still arrives once."""
+    from runflow_tail.settings import StateSettings
+
+    await _generate(sandbox, 1500, step_ms=1, full_run=True)
+    output = tmp_path / "out.jsonl"
+    settings = settings_for(sandbox, tmp_path / "state", output, fields=(), page_size=100)
+    settings = settings.model_copy(
+        update={"state": StateSettings(dir=tmp_path / "state", max_journal_bytes=1024 * 1024)}
+    )
+    await run_daemon_until(settings, lambda: count_lines(output) >= 1500)
+    assert [e["id"] for e in read_jsonl(output)] == sandbox_ids(sandbox)
+    assert "journal.full" in capsys.readouterr().out

@@ -77,7 +77,7 @@ class Daemon:
     async def _run_with(self, journal: Journal, client: RunflowClient) -> None:
         settings = self.settings
         subscriptions = {s.name: settings.sinks_for_stream(s) for s in settings.streams}
-        journal.subscribe(subscriptions)
+        journal.subscribe(subscriptions, {s.name: s.lookback for s in settings.streams})
         offsets = await journal.run(journal.store.ensure_offsets, list(settings.sinks))
         self.pollers = [
             Poller(s, settings.api, client, journal, fatal_problems=self.options.fatal_api_problems)

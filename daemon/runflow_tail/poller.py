@@ -92,7 +92,6 @@ class Poller:
     async def run(self) -> None:
         self._state = await self._load_state()
         while True:
-            await self._journal.wait_for_space()
             started = anyio.current_time()
             try:
                 if self._strategy is None:
@@ -228,6 +227,7 @@ class Poller:
         """One page; transient failures retry the same request (same cursor) after a backoff,
         so a flaky API slows a backlog down but never sends it back to the watermark."""
         while True:
+            await self._journal.wait_for_space()
             self.health.requests += 1
             try:
                 page = await self._client.fetch_logs(

@@ -16,6 +16,7 @@ from typing import ParamSpec, TypeVar
 import anyio
 
 from ..observability import get_logger
+from ..times import NS_PER_SECOND
 from .lock import StateDirLock, is_locked
 from .store import JOURNAL_NAME, CursorState, DeadLetter, JournalStore
 
@@ -46,7 +47,8 @@ class Journal:
         self._delivered = anyio.Event()
         self.last_seq = 0
         self._subscribers: dict[str, tuple[str, ...]] = {}
-        self._last_prune = 0.0
+        self._lookbacks_ns: dict[str, int] = {}
+        self._last_prune = float("-inf")
         self._full = False
         self.size_bytes = 0
 
@@ -73,6 +75,8 @@ class Journal:
         self, stream: str, rows: Sequence[tuple[str, int, bytes]], state: CursorState
     ) -> int:
         inserted, last_seq = await self.run(self.store.commit_page, stream, rows, state)
+        # An upper estimate (re-reads may not have been inserted), exact again at each prune.
+        self.size_bytes += sum(len(row[2]) for row in rows)
         if last_seq > self.last_seq:
             self.last_seq = last_seq
             self._appended.set()
@@ -80,7 +84,12 @@ class Journal:
         return inserted
 
     async def wait_for_space(self) -> None:
-        """Pause polling while the journal is at its size cap (the API keeps the data)."""
+        """Pause polling while the journal is at its size cap (the API keeps the data).
+
+        Called before every page; costs nothing until the running estimate nears the cap.
+        """
+        if self.size_bytes < self.max_bytes:
+            return
         while True:
             self.size_bytes = await self.run(self.store.size_bytes)
             if self.size_bytes < self.max_bytes:
@@ -98,14 +107,32 @@ class Journal:
                 )
                 self._full = True
             await self.prune(force=True)
-            if (await self.run(self.store.size_bytes)) >= self.max_bytes:
-                await self._delivered.wait()
+            if self.size_bytes < self.max_bytes:
+                continue
+            if await self.run(self._everything_delivered):
+                # What is left is what de-duplication needs; blocking would never end.
+                log.warning(
+                    "journal.over_cap",
+                    size_bytes=self.size_bytes,
+                    reason="every sink is caught up; the rest is needed to recognise re-reads",
+                )
+                self._full = False
+                return
+            await self._delivered.wait()
 
     # -- delivery side -----------------------------------------------------------------
 
-    def subscribe(self, subscriptions: Mapping[str, Sequence[str]]) -> None:
-        """Which sinks read which streams; retention waits for exactly these sinks."""
+    def subscribe(
+        self,
+        subscriptions: Mapping[str, Sequence[str]],
+        lookbacks: Mapping[str, float] | None = None,
+    ) -> None:
+        """Which sinks read which streams (retention waits for exactly these sinks), and how
+        far back each stream re-reads (the least it must remember when space runs out)."""
         self._subscribers = {stream: tuple(sinks) for stream, sinks in subscriptions.items()}
+        self._lookbacks_ns = {
+            stream: int(seconds * NS_PER_SECOND) for stream, seconds in (lookbacks or {}).items()
+        }
 
     async def wait_for_entries_after(self, seq: int) -> None:
         while self.last_seq <= seq:
@@ -122,11 +149,17 @@ class Journal:
         if not force and now - self._last_prune < PRUNE_INTERVAL:
             return
         self._last_prune = now
-        removed = await self.run(self._prune_sync)
+        removed = await self.run(self._prune_sync, under_pressure=force)
+        self.size_bytes = await self.run(self.store.size_bytes)
         if removed:
             log.debug("journal.pruned", entries=removed)
 
-    def _prune_sync(self) -> int:
+    def _everything_delivered(self) -> bool:
+        offsets = self.store.offsets()
+        sinks = {sink for subscribed in self._subscribers.values() for sink in subscribed}
+        return all(offsets.get(sink, 0) >= self.last_seq for sink in sinks)
+
+    def _prune_sync(self, *, under_pressure: bool = False) -> int:
         offsets = self.store.offsets()
         cursors = self.store.list_cursors()
         removed = 0
@@ -135,9 +168,15 @@ class Journal:
             if cursor is None or cursor.watermark is None:
                 continue
             delivered = min((offsets.get(sink, 0) for sink in sinks), default=self.last_seq)
+            # At the size cap, keep only what the next poll can re-read (its lookback, and
+            # at least a second): otherwise recent entries would hold polling paused forever.
+            window = self._dedup_window_ns
+            if under_pressure:
+                window = max(self._lookbacks_ns.get(stream, 0), NS_PER_SECOND)
             removed += self.store.prune(
-                stream,
-                delivered_seq=delivered,
-                older_than_ns=cursor.watermark - self._dedup_window_ns,
+                stream, delivered_seq=delivered, older_than_ns=cursor.watermark - window
             )
+            if under_pressure:
+                # Delivered entries the next poll may re-read: keep their ids, drop their bytes.
+                self.store.drop_delivered_bytes(stream, delivered_seq=delivered)
         return removed

@@ -8,6 +8,7 @@ Tables: ``entries`` (every fetched entry, bytes as received, ``UNIQUE(stream, id
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -66,6 +67,10 @@ _MIGRATIONS: dict[int, str] = {
 }
 
 
+class _NewerSchema(sqlite3.DatabaseError):
+    """Written by a newer runflow-tail: upgrading is the way out, not a reset."""
+
+
 @dataclass(frozen=True, slots=True)
 class CursorState:
     """Where a stream stands. ``watermark`` is the newest timestamp journaled (epoch ns);
@@ -110,13 +115,23 @@ class JournalStore:
             self._db = sqlite3.connect(
                 path, isolation_level=None, check_same_thread=False, timeout=30
             )
+        except sqlite3.Error as exc:
+            raise JournalUnreadable(
+                f"cannot open the journal {path} ({exc}); check state.dir and its permissions"
+            ) from exc
+        try:
             self._db.execute("PRAGMA journal_mode=WAL")
             # WAL + NORMAL survives any process crash; after a power loss the newest
             # transactions may roll back together with their cursor, never apart from it.
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._migrate()
             self._db.execute("SELECT count(*) FROM cursors").fetchone()
+        except _NewerSchema as exc:
+            self._db.close()
+            raise JournalUnreadable(f"the journal {path}: {exc}") from exc
         except sqlite3.DatabaseError as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
             raise JournalUnreadable(
                 f"the journal {path} is unreadable ({exc}). Nothing was changed. To start "
                 f"over, run `runflow-tail checkpoint reset --all` (it moves the file aside), "
@@ -129,7 +144,7 @@ class JournalStore:
     def _migrate(self) -> None:
         version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
-            raise sqlite3.DatabaseError(
+            raise _NewerSchema(
                 f"schema version {version} is newer than this runflow-tail understands "
                 f"({SCHEMA_VERSION}); upgrade runflow-tail"
             )
@@ -347,7 +362,7 @@ class JournalStore:
         marks = ",".join("?" * len(streams))
         rows = self._db.execute(
             f"SELECT seq, stream, id, ts, raw FROM entries WHERE seq > ? AND stream IN ({marks}) "  # noqa: S608
-            "AND ts >= ? AND ts < ? ORDER BY seq LIMIT ?",
+            "AND ts >= ? AND ts < ? AND length(raw) > 0 ORDER BY seq LIMIT ?",
             (after_seq, *streams, start_ns, end_ns if end_ns is not None else 2**63 - 1, limit),
         ).fetchall()
         return [Entry(*row) for row in rows]
@@ -367,6 +382,12 @@ class JournalStore:
             (stream, delivered_seq, older_than_ns),
         )
         return cursor.rowcount
+
+    def drop_delivered_bytes(self, stream: str, *, delivered_seq: int) -> None:
+        self._db.execute(
+            "UPDATE entries SET raw = X'' WHERE stream = ? AND seq <= ? AND length(raw) > 0",
+            (stream, delivered_seq),
+        )
 
     def entries_count(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM entries").fetchone()[0])
