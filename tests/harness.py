@@ -18,7 +18,13 @@ import anyio
 from pydantic import SecretStr
 from runflow_tail.daemon import Daemon, RunOptions
 from runflow_tail.sandbox import SandboxHandle
-from runflow_tail.settings import ApiSettings, Settings, StateSettings, StreamSettings
+from runflow_tail.settings import (
+    ApiSettings,
+    ServerSettings,
+    Settings,
+    StateSettings,
+    StreamSettings,
+)
 from runflow_tail.sinks.file import FileSinkConfig
 
 DEADLINE = 60.0
@@ -51,6 +57,7 @@ def settings_for(
             **(api or {}),
         ),
         state=StateSettings(dir=state_dir),
+        server=ServerSettings(enabled=False),
         streams=(StreamSettings(**stream_options),),
         sinks=sinks or {"out": FileSinkConfig(path=output, fsync="never")},
     )
@@ -87,6 +94,9 @@ backoff_max = 0.5
 
 [state]
 dir = "{state_dir}"
+
+[server]
+listen = "127.0.0.1:0"
 
 [[streams]]
 {stream_lines}

@@ -191,12 +191,17 @@ def _configure_logging(args: argparse.Namespace, settings: Any = None) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     import anyio
 
-    from .daemon import Daemon
+    from .config_loader import environ_snapshot
+    from .daemon import Daemon, RunOptions
+    from .systemd import SystemdNotifier
 
     settings = load_from_args(args)
     _configure_logging(args, settings)
-    daemon = Daemon(settings, settings.state.dir)
-    anyio.run(daemon.run)
+    options = RunOptions(
+        reload=lambda: load_from_args(args),
+        notifier=SystemdNotifier.from_environ(environ_snapshot()),
+    )
+    anyio.run(Daemon(settings, settings.state.dir, options).run)
     return EXIT_OK
 
 

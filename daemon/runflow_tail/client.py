@@ -24,6 +24,7 @@ from .errors import (
     ApiTransportError,
     classify_api_response,
 )
+from .metrics import Metrics
 from .observability import get_logger
 from .pacing import RateLimiter
 from .settings import ApiSettings
@@ -108,6 +109,7 @@ class RunflowClient:
         *,
         limiter: RateLimiter | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         if settings.api_key is None:
             raise ApiConfigurationError("no API key configured: set RUNFLOW_API_KEY")
@@ -130,6 +132,7 @@ class RunflowClient:
         self._key = settings.api_key.get_secret_value().encode()
         self.limiter = limiter or RateLimiter(settings.max_requests_per_second)
         self.requests_made = 0
+        self._metrics = metrics or Metrics()
 
     def __repr__(self) -> str:
         return f"RunflowClient(base_url={str(self._base)!r})"
@@ -202,13 +205,16 @@ class RunflowClient:
             response = await self._http.get(url, params=params)
             body = response.content
         except httpx.TimeoutException as exc:
+            self._metrics.api_requests.labels("error").inc()
             raise ApiTransportError(
                 f"{what}: no answer from the API within {self._timeout:g}s"
             ) from exc
         except httpx.HTTPError as exc:
+            self._metrics.api_requests.labels("error").inc()
             raise ApiTransportError(
                 f"{what}: the connection to the API failed ({type(exc).__name__}: {exc})"
             ) from exc
+        self._metrics.api_requests.labels(str(response.status_code)).inc()
         if response.is_success:
             return body
         # A server or proxy that echoes the key must not carry it into our errors and logs.

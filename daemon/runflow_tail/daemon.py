@@ -1,31 +1,39 @@
 """The daemon: every stream's poller and every sink's delivery in one task group.
 
-Shutdown (SIGTERM/SIGINT): stop polling, let each delivery finish the batch in hand
-within the grace period, commit offsets, return. A second signal stops at once.
-SIGHUP asks sinks that hold files to reopen them (logrotate).
+Each poller and delivery runs in its own cancel scope, so SIGHUP can add, remove or
+restart one without touching the others. Shutdown (SIGTERM/SIGINT): stop polling, let each
+delivery finish the batch in hand within the grace period, commit offsets, return; a
+second signal stops at once. SIGHUP reloads the configuration (an invalid one keeps the
+old running and says why) and asks sinks that hold files to reopen them.
 """
 
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import anyio
+from anyio.abc import TaskGroup
 
 from .client import RunflowClient
 from .delivery import Delivery
-from .errors import SinkClosedError
+from .errors import ConfigError, SinkClosedError
 from .journal import Journal, StateDirLock
+from .metrics import Metrics
 from .observability import get_logger
 from .poller import Poller
 from .settings import Settings
+from .systemd import SystemdNotifier
 
 DEFAULT_GRACE_PERIOD = 10.0
+STATUS_EVERY = 10.0
 
 log = get_logger(__name__)
+W = TypeVar("W", Poller, Delivery)
 
 
 @dataclass
@@ -37,8 +45,17 @@ class RunOptions:
     fatal_api_problems: bool = False
     """Let an API configuration problem (bad key, filter, run) end the run instead of
     retrying every few minutes (interactive use)."""
-    on_started: Callable[[Daemon], None] | None = None
+    reload: Callable[[], Settings] | None = None
+    """How SIGHUP obtains the new configuration (raises ConfigError when it is invalid)."""
+    notifier: SystemdNotifier | None = None
     extra_tasks: list[Callable[[Daemon], Coroutine[Any, Any, None]]] = field(default_factory=list)
+
+
+@dataclass
+class _Running(Generic[W]):
+    worker: W
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    done: anyio.Event = field(default_factory=anyio.Event)
 
 
 class Daemon:
@@ -46,125 +63,286 @@ class Daemon:
         self.settings = settings
         self.state_dir = state_dir
         self.options = options or RunOptions()
-        self.pollers: list[Poller] = []
-        self.deliveries: list[Delivery] = []
+        self.metrics = Metrics()
         self.journal: Journal | None = None
-        self._stop = anyio.Event()
-        self._hard_stop = False
         self.stop_reason: str | None = None
+        self.server_address: str | None = None
+        self._pollers: dict[str, _Running[Poller]] = {}
+        self._deliveries: dict[str, _Running[Delivery]] = {}
+        self._client: RunflowClient | None = None
+        self._tg: TaskGroup | None = None
+        self._stop = anyio.Event()
+        self._reloading = anyio.Lock()
+
+    @property
+    def pollers(self) -> list[Poller]:
+        return [running.worker for running in self._pollers.values()]
+
+    @property
+    def deliveries(self) -> list[Delivery]:
+        return [running.worker for running in self._deliveries.values()]
 
     def request_stop(self, reason: str = "requested") -> None:
-        if self._stop.is_set():
-            return
-        self.stop_reason = reason
-        self._stop.set()
+        if not self._stop.is_set():
+            self.stop_reason = reason
+            self._stop.set()
 
     async def run(self) -> None:
         with StateDirLock(self.state_dir):
-            journal = await Journal.open(
+            self.journal = await Journal.open(
                 self.state_dir,
                 max_bytes=self.settings.state.max_journal_bytes,
                 dedup_window=self.settings.state.dedup_window,
             )
-            self.journal = journal
-            client = RunflowClient(self.settings.api)
             try:
-                await self._run_with(journal, client)
+                await self._supervise(self.journal)
             finally:
-                await client.aclose()
-                await journal.aclose()
+                if self._client is not None:
+                    await self._client.aclose()
+                await self.journal.aclose()
 
-    async def _run_with(self, journal: Journal, client: RunflowClient) -> None:
-        settings = self.settings
-        subscriptions = {s.name: settings.sinks_for_stream(s) for s in settings.streams}
-        journal.subscribe(subscriptions, {s.name: s.lookback for s in settings.streams})
-        offsets = await journal.run(journal.store.ensure_offsets, list(settings.sinks))
-        self.pollers = [
-            Poller(s, settings.api, client, journal, fatal_problems=self.options.fatal_api_problems)
-            for s in settings.streams
-        ]
-        self.deliveries = []
-        for name, config in settings.sinks.items():
-            streams = settings.streams_for_sink(name)
-            if not streams:
-                log.warning("sink.unused", sink=name, reason="no stream is routed to this sink")
-                continue
-            self.deliveries.append(
-                Delivery(name, config, config.build(name), journal, streams, offset=offsets[name])
-            )
-        log.info(
-            "daemon.started",
-            streams=[p.stream.name for p in self.pollers],
-            sinks=[d.name for d in self.deliveries],
-            state_dir=str(self.state_dir),
-        )
+    async def _supervise(self, journal: Journal) -> None:
+        notifier = self.options.notifier
         try:
             async with anyio.create_task_group() as tg:
+                self._tg = tg
+                if self.settings.server.enabled:
+                    from .health_server import serve_health
+
+                    self.server_address = await tg.start(serve_health, self)
+                await self._apply(self.settings, first=True)
                 if self.options.handle_signals:
                     tg.start_soon(self._watch_signals, tg.cancel_scope)
-                poll_scope = anyio.CancelScope()
-                tg.start_soon(self._run_pollers, poll_scope)
-                deliveries_done = anyio.Event()
-                tg.start_soon(self._run_deliveries, deliveries_done)
+                if notifier is not None and notifier.enabled:
+                    tg.start_soon(self._report_to_systemd, notifier)
                 if self.options.stop_when_drained:
                     tg.start_soon(self._stop_when_drained)
                 for task in self.options.extra_tasks:
                     tg.start_soon(task, self)
-                if self.options.on_started is not None:
-                    self.options.on_started(self)
                 await self._stop.wait()
-                poll_scope.cancel()
-                for delivery in self.deliveries:
-                    delivery.request_stop()
-                with anyio.move_on_after(self.options.grace_period) as grace:
-                    await deliveries_done.wait()
-                if grace.cancelled_caught:
-                    log.warning(
-                        "daemon.grace_period_expired", grace_period=self.options.grace_period
-                    )
+                if notifier is not None:
+                    notifier.stopping()
+                await self._shut_down()
                 tg.cancel_scope.cancel()
         except* SinkClosedError:
             self.stop_reason = "output closed"
             log.info("daemon.output_closed")
         finally:
-            for delivery in self.deliveries:
-                with anyio.CancelScope(shield=True):
-                    await delivery.sink.aclose()
+            with anyio.CancelScope(shield=True):
+                for running in self._deliveries.values():
+                    await running.worker.sink.aclose()
         log.info("daemon.stopped", reason=self.stop_reason)
 
-    async def _run_pollers(self, scope: anyio.CancelScope) -> None:
-        with scope:
-            async with anyio.create_task_group() as tg:
-                for poller in self.pollers:
-                    tg.start_soon(poller.run)
+    # -- starting and stopping workers -------------------------------------------------
 
-    async def _run_deliveries(self, done: anyio.Event) -> None:
-        try:
-            async with anyio.create_task_group() as tg:
-                for delivery in self.deliveries:
-                    tg.start_soon(delivery.run)
-        finally:
-            done.set()
+    async def _apply(self, settings: Settings, *, first: bool = False) -> None:
+        """Make the running pollers and deliveries match ``settings``."""
+        assert self.journal is not None and self._tg is not None
+        old = self.settings
+        self.settings = settings
+        journal = self.journal
+        journal.subscribe(
+            {s.name: settings.sinks_for_stream(s) for s in settings.streams},
+            {s.name: s.lookback for s in settings.streams},
+        )
+        offsets = await journal.run(journal.store.ensure_offsets, list(settings.sinks))
+        new_client = first or old.api != settings.api
+        for name in list(self._deliveries):
+            unchanged = name in settings.sinks and (
+                settings.sinks[name] == old.sinks.get(name)
+                and settings.streams_for_sink(name) == old.streams_for_sink(name)
+            )
+            if not unchanged:
+                await self._stop_delivery(name)
+        for name, config in settings.sinks.items():
+            streams = settings.streams_for_sink(name)
+            if name in self._deliveries:
+                continue
+            if not streams:
+                log.warning("sink.unused", sink=name, reason="no stream is routed to this sink")
+                continue
+            delivery = Delivery(
+                name,
+                config,
+                config.build(name),
+                journal,
+                streams,
+                offset=offsets[name],
+                metrics=self.metrics,
+            )
+            self._start(self._deliveries, name, _Running(delivery), delivery.run)
+        wanted = {stream.name: stream for stream in settings.streams}
+        for name in list(self._pollers):
+            if new_client or wanted.get(name) != self._pollers[name].worker.stream:
+                await self._stop_poller(name)
+        if new_client:
+            if self._client is not None:
+                await self._client.aclose()
+            self._client = RunflowClient(settings.api, metrics=self.metrics)
+        assert self._client is not None
+        for name, stream in wanted.items():
+            if name not in self._pollers:
+                poller = Poller(
+                    stream,
+                    settings.api,
+                    self._client,
+                    journal,
+                    fatal_problems=self.options.fatal_api_problems,
+                    metrics=self.metrics,
+                )
+                self._start(self._pollers, name, _Running(poller), poller.run)
+        log.info(
+            "daemon.started" if first else "daemon.reloaded",
+            streams=list(self._pollers),
+            sinks=list(self._deliveries),
+            state_dir=str(self.state_dir),
+        )
+
+    def _start(
+        self,
+        registry: dict[str, _Running[W]],
+        name: str,
+        running: _Running[W],
+        work: Callable[[], Coroutine[Any, Any, None]],
+    ) -> None:
+        assert self._tg is not None
+        registry[name] = running
+
+        async def supervised() -> None:
+            try:
+                with running.scope:
+                    await work()
+            finally:
+                running.done.set()
+
+        self._tg.start_soon(supervised)
+
+    async def _stop_poller(self, name: str) -> None:
+        running = self._pollers.pop(name)
+        running.scope.cancel()
+        await running.done.wait()
+
+    async def _stop_delivery(self, name: str) -> None:
+        running = self._deliveries.pop(name)
+        running.worker.request_stop()
+        with anyio.move_on_after(self.options.grace_period):
+            await running.done.wait()
+        running.scope.cancel()
+        await running.done.wait()
+        with anyio.CancelScope(shield=True):
+            await running.worker.sink.aclose()
+
+    async def _shut_down(self) -> None:
+        for running in self._pollers.values():
+            running.scope.cancel()
+        for delivery in self._deliveries.values():
+            delivery.worker.request_stop()
+        with anyio.move_on_after(self.options.grace_period) as grace:
+            for delivery in self._deliveries.values():
+                await delivery.done.wait()
+        if grace.cancelled_caught:
+            log.warning("daemon.grace_period_expired", grace_period=self.options.grace_period)
+
+    # -- signals, reload, systemd ------------------------------------------------------
 
     async def _watch_signals(self, hard_scope: anyio.CancelScope) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async for signum in signals:
+                name = signal.Signals(signum).name
                 if signum == signal.SIGHUP:
-                    await self._reopen_sinks()
+                    assert self._tg is not None
+                    self._tg.start_soon(self.reload)
                 elif not self._stop.is_set():
-                    log.info("daemon.stopping", signal=signal.Signals(signum).name)
-                    self.request_stop(signal.Signals(signum).name)
+                    log.info("daemon.stopping", signal=name)
+                    self.request_stop(name)
                 else:
-                    log.warning("daemon.stopping_now", signal=signal.Signals(signum).name)
-                    self._hard_stop = True
+                    log.warning("daemon.stopping_now", signal=name)
                     hard_scope.cancel()
 
-    async def _reopen_sinks(self) -> None:
+    async def reload(self) -> None:
+        """SIGHUP: re-read the configuration and apply it; keep the old one if it is bad."""
+        async with self._reloading:
+            if self.options.reload is not None:
+                try:
+                    settings = await anyio.to_thread.run_sync(self.options.reload)
+                except ConfigError as exc:
+                    log.error(
+                        "daemon.reload_rejected",
+                        problems=exc.problems,
+                        action="keeping the running configuration",
+                    )
+                    settings = None
+                if settings is not None and not self._stop.is_set():
+                    fixed = [
+                        part
+                        for part in ("state", "server", "log")
+                        if getattr(settings, part) != getattr(self.settings, part)
+                    ]
+                    if fixed:
+                        log.warning(
+                            "daemon.reload_needs_restart",
+                            sections=fixed,
+                            reason="these sections apply at start only; the rest was reloaded",
+                        )
+                    await self._apply(settings)
+            for delivery in self.deliveries:
+                reopen = getattr(delivery.sink, "reopen", None)
+                if reopen is not None:
+                    await reopen()
+
+    async def _report_to_systemd(self, notifier: SystemdNotifier) -> None:
+        """READY once every stream has polled (or startup_timeout passed), then STATUS and,
+        when systemd asks for it, WATCHDOG pings from this event loop."""
+        notifier.status(f"starting: first poll of {len(self._pollers)} stream(s)")
+        with anyio.move_on_after(self.settings.server.startup_timeout):
+            for poller in self.pollers:
+                await poller.health.first_poll_done.wait()
+        notifier.ready(self.status_line())
+        interval = STATUS_EVERY
+        if notifier.watchdog_interval is not None:
+            interval = min(interval, notifier.watchdog_interval / 2)
+        last_status = time.monotonic()
+        while True:
+            await anyio.sleep(interval)
+            if notifier.watchdog_interval is not None:
+                notifier.watchdog()
+            if time.monotonic() - last_status >= STATUS_EVERY:
+                notifier.status(self.status_line())
+                last_status = time.monotonic()
+
+    def status_line(self) -> str:
+        """A short progress line: streams polling, entries delivered, the worst lag."""
+        from .health_server import readiness_problems
+
+        problems = readiness_problems(self)
+        delivered = sum(d.health.delivered for d in self.deliveries)
+        now_ns = time.time_ns()
+        lags = [
+            (now_ns - p.health.watermark_ns) / 1e9
+            for p in self.pollers
+            if p.health.watermark_ns is not None
+        ]
+        lag = f"; lag {max(lags):.1f}s" if lags else ""
+        state = "ok" if not problems else f"{len(problems)} problem(s): {problems[0]}"
+        return f"{len(self._pollers)} stream(s), {delivered} delivered{lag}; {state}"
+
+    async def refresh_gauges(self) -> None:
+        """Bring the state-describing metrics up to date (called before each scrape)."""
+        journal = self.journal
+        if journal is None:
+            return
+        now_ns = time.time_ns()
+        for poller in self.pollers:
+            name = poller.stream.name
+            if poller.health.watermark_ns is not None:
+                self.metrics.lag.labels(name).set((now_ns - poller.health.watermark_ns) / 1e9)
+            self.metrics.stream_up.labels(name).set(0 if poller.health.blocked else 1)
         for delivery in self.deliveries:
-            reopen = getattr(delivery.sink, "reopen", None)
-            if reopen is not None:
-                await reopen()
-        log.info("daemon.sinks_reopened")
+            backlog = await journal.run(
+                journal.store.backlog, delivery.health.offset, delivery.streams
+            )
+            self.metrics.backlog.labels(delivery.name).set(backlog)
+        self.metrics.journal_bytes.set(await journal.run(journal.store.size_bytes))
 
     async def _stop_when_drained(self) -> None:
         """One-shot mode: every stream polled once to its end, every sink has it all."""

@@ -16,6 +16,7 @@ import anyio
 from .errors import SinkClosedError, SinkRejectedError, SinkRetryableError
 from .filters import Filter, parse_filter
 from .journal import Journal
+from .metrics import Metrics
 from .models import Entry
 from .observability import get_logger
 from .pacing import Backoff
@@ -50,6 +51,7 @@ class Delivery:
         streams: Sequence[str],
         *,
         offset: int,
+        metrics: Metrics | None = None,
     ) -> None:
         self.name = name
         self.config = config
@@ -57,6 +59,7 @@ class Delivery:
         self.streams = tuple(streams)
         self.health = SinkHealth(name, offset=offset)
         self._journal = journal
+        self._metrics = metrics or Metrics()
         self._match: Filter | None = parse_filter(config.match) if config.match.strip() else None
         self._batching = config.batching()
         self._stopping = False
@@ -130,6 +133,7 @@ class Delivery:
         """Send the matching part of ``batch``; then move the offset past all of it."""
         matching = batch if self._match is None else [e for e in batch if self._matches(e)]
         self.health.filtered_out += len(batch) - len(matching)
+        self._metrics.entries_filtered.labels(self.name).inc(len(batch) - len(matching))
         end = batch[-1].seq
         if matching:
             if self.config.stable_batches:
@@ -170,6 +174,7 @@ class Delivery:
                 if budget is not None:
                     delay = min(delay, max(0.0, budget - elapsed))
                 self._mark_failing(reason)
+                self._metrics.sink_errors.labels(self.name).inc()
                 log.warning(
                     "sink.send_failed",
                     sink=self.name,
@@ -190,6 +195,7 @@ class Delivery:
     async def _dead_letter(self, batch: list[Entry], end: int, reason: str) -> None:
         await self._journal.run(self._journal.store.dead_letter, self.name, batch, reason, end)
         self.health.dead_letters += 1
+        self._metrics.dead_letters.labels(self.name).inc()
         self.health.offset = end
         log.error(
             "sink.batch_dead_lettered",
@@ -209,6 +215,7 @@ class Delivery:
 
     def _mark_delivered(self, count: int) -> None:
         self.health.delivered += count
+        self._metrics.entries_delivered.labels(self.name).inc(count)
         self.health.batches += 1
         self._mark_recovered()
 

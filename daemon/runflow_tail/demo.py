@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from .daemon import Daemon, RunOptions
 from .errors import EXIT_OK
 from .sandbox import SandboxHandle, SandboxOptions, serve_sandbox
-from .settings import ApiSettings, Settings, StateSettings, StreamSettings
+from .settings import ApiSettings, ServerSettings, Settings, StateSettings, StreamSettings
 from .sinks.stdout import StdoutSinkConfig
 
 NEXT_STEPS = """
@@ -33,6 +33,7 @@ def demo_settings(handle: SandboxHandle, state_dir: Path) -> Settings:
             max_requests_per_second=20,
         ),
         state=StateSettings(dir=state_dir),
+        server=ServerSettings(enabled=False),
         streams=(StreamSettings(name="demo", start_at="-30s", poll_interval=0.5, lookback=1),),
         sinks={"terminal": StdoutSinkConfig(format="pretty", meta_keys=("node", "step"))},
     )

@@ -24,6 +24,7 @@ from .errors import (
     RetryableApiError,
 )
 from .journal import CursorState, Journal
+from .metrics import Metrics
 from .observability import get_logger
 from .pacing import Backoff
 from .settings import ApiSettings, StreamSettings
@@ -45,6 +46,9 @@ class StreamHealth:
     last_success_monotonic: float | None = None
     last_success_at: float | None = None
     problem: str | None = None
+    blocked: bool = False
+    """The problem is one a person must fix (bad key, filter, run): not worth waiting out."""
+    started_monotonic: float = field(default_factory=time.monotonic)
     entries_fetched: int = 0
     requests: int = 0
     gaps_suspected: int = 0
@@ -74,9 +78,11 @@ class Poller:
         journal: Journal,
         *,
         fatal_problems: bool = False,
+        metrics: Metrics | None = None,
     ) -> None:
         self.stream = stream
         self._fatal_problems = fatal_problems
+        self._metrics = metrics or Metrics()
         self.health = StreamHealth(stream.name)
         self._api = api
         self._client = client
@@ -105,9 +111,13 @@ class Poller:
             except ApiConfigurationError as exc:
                 if self._fatal_problems:
                     raise
+                self.health.blocked = True
                 await self._on_problem(str(exc))
                 await anyio.sleep(self._api.config_error_retry_interval)
                 continue
+            self._metrics.poll_duration.labels(self.stream.name).observe(
+                anyio.current_time() - started
+            )
             await self._on_success()
             if not more:
                 self.health.caught_up.set()
@@ -250,6 +260,8 @@ class Poller:
                 await anyio.sleep(delay)
                 continue
             self._backoff.reset()
+            # A long backlog is one long cycle: every good page counts as a good poll.
+            self.health.last_success_monotonic = anyio.current_time()
             return page
 
     async def _commit(
@@ -266,6 +278,7 @@ class Poller:
                     self.stream.name, [(e.id, e.timestamp_ns, e.raw) for e in kept], state
                 )
                 self.health.entries_fetched += inserted
+                self._metrics.entries_fetched.labels(self.stream.name).inc(inserted)
                 self._persisted_health_at = time.monotonic()
             self._state = state
             self.health.watermark_ns = state.watermark
@@ -305,6 +318,7 @@ class Poller:
             log.info("stream.reseek_complete", stream=self.stream.name, gap=False)
         else:
             self.health.gaps_suspected += 1
+            self._metrics.gaps.labels(self.stream.name).inc()
             log.warning(
                 "stream.gap_suspected",
                 stream=self.stream.name,
@@ -337,10 +351,12 @@ class Poller:
         now = time.time()
         self.health.last_success_monotonic = anyio.current_time()
         self.health.last_success_at = now
+        self._metrics.last_success.labels(self.stream.name).set(now)
         recovered = self.health.problem is not None
         if recovered:
             log.info("stream.recovered", stream=self.stream.name)
             self.health.problem = None
+            self.health.blocked = False
             self._reported_problem = None
         if recovered or time.monotonic() - self._persisted_health_at > PERSIST_HEALTH_EVERY:
             self._state = replace(self._state, health_error=None, last_success_at=now)

@@ -32,6 +32,7 @@ DEFAULT_STREAM_NAME = "all"
 DEFAULT_SINK_NAME = "stdout"
 DEFAULT_MAX_JOURNAL_BYTES = 1024**3
 DEFAULT_DEDUP_WINDOW = 600.0
+DEFAULT_LISTEN = "127.0.0.1:9464"
 
 _STREAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _RUN_ID = re.compile(r"any|[0-9A-Za-z][0-9A-Za-z_-]{0,127}")
@@ -73,6 +74,35 @@ class StateSettings(FrozenModel):
     """When the journal reaches this size, polling pauses until sinks catch up."""
     dedup_window: PositiveDuration = DEFAULT_DEDUP_WINDOW
     """Delivered entries stay this long (by timestamp) so re-reads are recognised."""
+
+
+class ServerSettings(FrozenModel):
+    """The health, readiness and metrics endpoint."""
+
+    enabled: bool = True
+    listen: str = DEFAULT_LISTEN
+    """host:port for /healthz, /readyz and /metrics ("[::1]:9464" for IPv6)."""
+    ready_poll_multiplier: float = Field(3.0, ge=1)
+    """/readyz fails once a stream has not polled successfully for this many intervals."""
+    ready_sink_failing_after: PositiveDuration = 60.0
+    """/readyz fails once a sink has been failing for this long."""
+    startup_timeout: PositiveDuration = 30.0
+    """systemd: report READY=1 at the latest after this long, even if a stream has not
+    polled successfully yet (with a STATUS saying which and why)."""
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        split_listen(value)
+        return value
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("expected host:port, e.g. 127.0.0.1:9464 or [::1]:9464")
+    return host, int(port)
 
 
 class LogSettings(FrozenModel):
@@ -156,6 +186,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     state: StateSettings = StateSettings()
     log: LogSettings = LogSettings()
+    server: ServerSettings = ServerSettings()
     streams: tuple[StreamSettings, ...] = Field(default_factory=_default_streams)
     sinks: dict[str, SinkConfig] = Field(default_factory=_default_sinks)
 

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from .daemon import Daemon, RunOptions
 from .errors import EXIT_OK, ApiConfigurationError, ConfigError
 from .filters import FilterSyntaxError, parse_filter
-from .settings import Settings, StateSettings, StreamSettings
+from .settings import ServerSettings, Settings, StateSettings, StreamSettings
 from .sinks.stdout import StdoutSinkConfig
 from .times import TimeValueError, format_instant, parse_duration, parse_instant
 
@@ -213,6 +213,7 @@ class _TailOptions:
                 api=base.api,
                 log=base.log,
                 state=StateSettings(dir=state_dir, dedup_window=base.state.dedup_window),
+                server=ServerSettings(enabled=False),
                 streams=(StreamSettings(**stream),),
                 sinks={"stdout": self.stdout},
             )

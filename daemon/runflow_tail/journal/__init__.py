@@ -52,6 +52,11 @@ class Journal:
         self._full = False
         self.size_bytes = 0
 
+    @property
+    def full(self) -> bool:
+        """Whether polling is paused because the journal reached its size cap."""
+        return self._full
+
     @classmethod
     async def open(cls, state_dir: Path, *, max_bytes: int, dedup_window: float) -> Journal:
         store = await anyio.to_thread.run_sync(JournalStore, state_dir / JOURNAL_NAME)

@@ -1,0 +1,98 @@
+"""Prometheus metrics, one registry per daemon (so tests and `tail` never share state).
+
+Counters are incremented where things happen (client, poller, delivery); gauges that
+describe state (lag, backlog, journal size) are refreshed just before each scrape.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+POLL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.entries_fetched = Counter(
+            "runflow_tail_entries_fetched_total",
+            "New entries written to the journal.",
+            ["stream"],
+            registry=r,
+        )
+        self.entries_delivered = Counter(
+            "runflow_tail_entries_delivered_total",
+            "Entries a sink accepted.",
+            ["sink"],
+            registry=r,
+        )
+        self.entries_filtered = Counter(
+            "runflow_tail_entries_filtered_total",
+            "Entries skipped by a sink's match filter.",
+            ["sink"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "runflow_tail_dead_letters_total",
+            "Batches a sink rejected or gave up on.",
+            ["sink"],
+            registry=r,
+        )
+        self.sink_errors = Counter(
+            "runflow_tail_sink_errors_total",
+            "Failed send attempts (each is retried).",
+            ["sink"],
+            registry=r,
+        )
+        self.api_requests = Counter(
+            "runflow_tail_api_requests_total",
+            "Requests to the Runflow API, by HTTP status ('error' when there was no answer).",
+            ["status"],
+            registry=r,
+        )
+        self.poll_duration = Histogram(
+            "runflow_tail_poll_duration_seconds",
+            "Time of one poll cycle, from the first request to the last commit.",
+            ["stream"],
+            buckets=POLL_BUCKETS,
+            registry=r,
+        )
+        self.lag = Gauge(
+            "runflow_tail_lag_seconds",
+            "Now minus the timestamp of the newest journaled entry.",
+            ["stream"],
+            registry=r,
+        )
+        self.last_success = Gauge(
+            "runflow_tail_last_successful_poll_timestamp_seconds",
+            "Unix time of the last successful poll cycle.",
+            ["stream"],
+            registry=r,
+        )
+        self.stream_up = Gauge(
+            "runflow_tail_stream_healthy",
+            "1 while the stream polls without problems, else 0.",
+            ["stream"],
+            registry=r,
+        )
+        self.backlog = Gauge(
+            "runflow_tail_sink_backlog_entries",
+            "Journaled entries a sink has not processed yet.",
+            ["sink"],
+            registry=r,
+        )
+        self.journal_bytes = Gauge(
+            "runflow_tail_journal_bytes",
+            "Space used by the journal's live pages.",
+            registry=r,
+        )
+        self.gaps = Counter(
+            "runflow_tail_gaps_suspected_total",
+            "Times a cursor re-seek could not confirm that nothing was skipped.",
+            ["stream"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
