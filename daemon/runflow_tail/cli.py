@@ -120,6 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
     demo.set_defaults(handler=_cmd_demo)
 
+    health = commands.add_parser(
+        "health", parents=[common], help="ask a running daemon whether it is ready (exit 0/1)",
+        description="GET /readyz from a running daemon: print its answer, exit 0 when ready, "
+        "1 when not (or unreachable). For Docker HEALTHCHECK and scripts.",
+    )
+    health.add_argument(
+        "--url", help="the readiness URL (default: http://<server.listen>/readyz from the config)"
+    )
+    health.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (5)")
+    health.set_defaults(handler=_cmd_health)
+
     from .checkpoint_cli import add_operator_commands
 
     add_operator_commands(commands, common)
@@ -228,6 +239,26 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_health(args: argparse.Namespace) -> int:
+    import httpx
+
+    url = args.url
+    if url is None:
+        from .settings import split_listen
+
+        host, port = split_listen(load_from_args(args, require_api_key=False).server.listen)
+        # A wildcard address is where the daemon listens, not where to connect.
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+        url = f"http://[{host}]:{port}/readyz" if ":" in host else f"http://{host}:{port}/readyz"
+    try:
+        response = httpx.get(url, timeout=args.timeout)
+    except httpx.HTTPError as exc:
+        print(f"runflow-tail: {url} is not reachable ({type(exc).__name__})", file=sys.stderr)
+        return EXIT_FAILURE
+    print(response.text)
+    return EXIT_OK if response.status_code == 200 else EXIT_FAILURE
+
+
 def _cmd_sandbox(args: argparse.Namespace) -> int:
     from .sandbox import options_from_arguments
     from .sandbox_cli import serve_forever
@@ -248,4 +279,4 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
 
-__all__ = ["EXIT_FAILURE", "main"]
+__all__ = ["main"]
