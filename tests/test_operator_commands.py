@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,8 +120,8 @@ def _status_json(setup: Setup, *args: str) -> dict[str, Any]:
 
 
 def _wait_until_out_is_committed(setup: Setup, count: int) -> dict[str, Any]:
-    """Poll `status --json` until the file holds ``count`` entries and the file sink's
-    offset is at the journal's end (offsets are journal sequence numbers, not counts)."""
+    """Poll `status --json` until the file sink's offset covers the ``count`` entries the
+    file holds (a fresh journal numbers its first entries 1, 2, ...)."""
     wait_for_sync(lambda: count_lines(setup.output) >= count)
     snapshot: dict[str, Any] = {}
 
@@ -128,7 +129,7 @@ def _wait_until_out_is_committed(setup: Setup, count: int) -> dict[str, Any]:
         nonlocal snapshot
         snapshot = _status_json(setup, "status")
         out = next(s for s in snapshot["sinks"] if s["sink"] == "out")
-        return bool(out["offset"] == snapshot["last_seq"] and out["backlog"] == 0)
+        return bool(out["offset"] == count_lines(setup.output) == count)
 
     wait_for_sync(committed, timeout=30)
     return snapshot
@@ -157,7 +158,7 @@ def test_status_json_while_running_reports_health_watermark_offsets_and_backlog(
     assert sinks["out"] == {
         "sink": "out",
         "streams": ["all"],
-        "offset": snapshot["last_seq"],
+        "offset": len(entries),
         "backlog": 0,
         "dead_letters": 0,
     }
@@ -185,7 +186,7 @@ def test_checkpoint_show_while_running_prints_a_readable_summary(
     assert stream_line.split()[-1] == "ok"
     assert f"strategy=range watermark={snapshot['streams'][0]['watermark']}" in text
     sink_lines = {line.split()[0]: line for line in text.splitlines() if "offset=" in line}
-    assert f"offset={snapshot['last_seq']} backlog=0 dead_letters=0" in sink_lines["out"]
+    assert "offset=7 backlog=0 dead_letters=0" in sink_lines["out"]
     assert "offset=0 backlog=7 dead_letters=0" in sink_lines["hook"]
 
 
@@ -203,8 +204,7 @@ def test_checkpoint_show_json_for_one_stream_after_the_daemon_stopped(setup: Set
     assert "api_cursor" in stream
     last = read_jsonl(setup.output)[-1]["timestamp"]
     assert parse_instant(stream["watermark"]) == parse_instant(last)
-    out = ("out", snapshot["last_seq"], 0)
-    assert [(s["sink"], s["offset"], s["backlog"]) for s in snapshot["sinks"]] == [out]
+    assert [(s["sink"], s["offset"], s["backlog"]) for s in snapshot["sinks"]] == [("out", 5, 0)]
 
 
 def test_checkpoint_show_of_an_unknown_stream_exits_2(setup: Setup) -> None:
@@ -226,28 +226,30 @@ def test_status_before_the_daemon_ever_ran_explains_there_is_no_journal(setup: S
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        ("checkpoint", "set", "--stream", "all", "--to", "2026-01-01T00:00:00Z"),
-        ("checkpoint", "reset", "--stream", "all"),
-        ("checkpoint", "reset", "--all"),
-    ],
-    ids=["set", "reset-stream", "reset-all"],
-)
-def test_writes_are_refused_while_the_daemon_runs(setup: Setup, command: tuple[str, ...]) -> None:
-    """Each checkpoint write exits 3 while the daemon holds the lock, names the state
-    directory, changes nothing, and leaves the daemon running."""
+WRITES = [
+    ("checkpoint", "set", "--stream", "all", "--to", "2026-01-01T00:00:00Z"),
+    ("checkpoint", "reset", "--stream", "all"),
+    ("checkpoint", "reset", "--all"),
+]
+
+
+def test_writes_are_refused_while_the_daemon_runs(setup: Setup) -> None:
+    """`checkpoint set`, `reset --stream` and `reset --all` each exit 3 while the daemon
+    holds the lock, name the state directory, change nothing, and leave the daemon up."""
     setup.sandbox.generate(3, step_ms=5, full_run=False)
     with daemon_process(setup.config, setup.tmp / "daemon.log", env=setup.env()) as daemon:
         before = _wait_until_out_is_committed(setup, 3)
-        result = setup.cli(*command)
-        assert result.returncode == 3, result.stderr
-        assert str(setup.state) in result.stderr and "another runflow-tail" in result.stderr
-        assert "Traceback" not in result.stderr
+        for command in WRITES:
+            result = setup.cli(*command)
+            assert result.returncode == 3, (command, result.stderr)
+            assert str(setup.state) in result.stderr
+            assert "checkpoint changes need the daemon stopped" in result.stderr
+            assert "Traceback" not in result.stderr
         after = _status_json(setup, "status")
-        assert after["streams"] == before["streams"]
+        assert after["streams"][0]["watermark"] == before["streams"][0]["watermark"]
+        assert after["sinks"] == before["sinks"]
         assert (setup.state / "journal.sqlite3").exists()
+        assert list(setup.state.glob("*.bak")) == []
         assert daemon.process is not None and daemon.process.poll() is None
         assert daemon.terminate() == 0
 
@@ -354,3 +356,30 @@ def test_reset_all_is_the_way_out_of_a_corrupt_journal(setup: Setup) -> None:
         assert daemon.terminate() == 0
     assert count_lines(setup.output) == 4
     assert aside.read_bytes() == garbage
+
+
+def test_reset_all_never_overwrites_an_earlier_backup(setup: Setup) -> None:
+    """`checkpoint reset --all` picks a new name when a backup from the same second exists."""
+    setup.state.mkdir()
+    now = time.time()
+    earlier = {
+        setup.state / f"journal.sqlite3.{time.strftime('%Y%m%dT%H%M%S', time.localtime(t))}.bak"
+        for t in range(int(now) - 1, int(now) + 30)
+    }
+    for path in earlier:
+        path.write_bytes(b"an earlier backup")
+    (setup.state / "journal.sqlite3").write_bytes(b"a broken journal")
+    reset = setup.cli("checkpoint", "reset", "--all")
+    assert reset.returncode == 0, reset.stderr
+    assert all(path.read_bytes() == b"an earlier backup" for path in earlier)
+    [new] = set(setup.state.glob("journal.sqlite3.*.bak")) - earlier
+    assert new.read_bytes() == b"a broken journal" and str(new) in reset.stdout
+
+
+def test_reset_all_without_a_journal_says_there_is_nothing_to_move(setup: Setup) -> None:
+    """`checkpoint reset --all` on a state directory without a journal exits 0 and says so,
+    instead of claiming to have moved a file."""
+    result = setup.cli("checkpoint", "reset", "--all")
+    assert result.returncode == 0, result.stderr
+    assert "nothing to move" in result.stdout and "moved" not in result.stdout
+    assert not setup.state.exists() or list(setup.state.glob("*.bak")) == []

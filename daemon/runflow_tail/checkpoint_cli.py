@@ -7,6 +7,7 @@ the state-directory lock, so it is refused while a daemon holds it.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sqlite3
 import sys
 import time
@@ -185,12 +186,17 @@ def _print(snapshot: dict[str, Any], *, as_json: bool) -> None:
         )
 
 
-def _locked_store(settings: Settings) -> tuple[StateDirLock, JournalStore]:
-    lock = StateDirLock(_state_dir(settings))
+def _lock(state_dir: Path) -> StateDirLock:
+    lock = StateDirLock(state_dir)
     try:
         lock.acquire()
     except StateLocked as exc:
         raise StateLocked(f"{exc} (checkpoint changes need the daemon stopped)") from None
+    return lock
+
+
+def _locked_store(settings: Settings) -> tuple[StateDirLock, JournalStore]:
+    lock = _lock(_state_dir(settings))
     try:
         return lock, _open_existing(_state_dir(settings))
     except BaseException:
@@ -223,11 +229,19 @@ def _cmd_reset(args: argparse.Namespace) -> int:
     settings = _settings(args)
     state_dir = _state_dir(settings)
     if args.all:
-        lock = StateDirLock(state_dir)
-        lock.acquire()
+        path = state_dir / JOURNAL_NAME
+        if not path.exists():
+            print(f"no journal at {path}: nothing to move aside")
+            return EXIT_OK
+        lock = _lock(state_dir)
         try:
-            path = state_dir / JOURNAL_NAME
-            aside = path.with_name(f"{JOURNAL_NAME}.{time.strftime('%Y%m%dT%H%M%S')}.bak")
+            stamp = time.strftime("%Y%m%dT%H%M%S")
+            aside = path.with_name(f"{JOURNAL_NAME}.{stamp}.bak")
+            # Never replace an earlier backup (two resets within one second).
+            for n in itertools.count(1):
+                if not any(Path(f"{aside}{x}").exists() for x in ("", "-wal", "-shm")):
+                    break
+                aside = path.with_name(f"{JOURNAL_NAME}.{stamp}-{n}.bak")
             for suffix in ("", "-wal", "-shm"):
                 source = Path(f"{path}{suffix}")
                 if source.exists():

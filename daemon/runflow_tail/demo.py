@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -35,12 +37,24 @@ def demo_settings(handle: SandboxHandle, state_dir: Path) -> Settings:
         state=StateSettings(dir=state_dir),
         server=ServerSettings(enabled=False),
         streams=(StreamSettings(name="demo", start_at="-30s", poll_interval=0.5, lookback=1),),
-        sinks={"terminal": StdoutSinkConfig(format="pretty", meta_keys=("node", "step"))},
+        sinks={
+            "terminal": StdoutSinkConfig(
+                format="pretty",
+                meta_keys=("node", "step"),
+                # https://no-color.org, as the config loader does for configured sinks
+                color="never" if os.environ.get("NO_COLOR") else "auto",
+            )
+        },
     )
 
 
 def run_demo(*, rate: float, seconds: float | None) -> int:
-    anyio.run(_demo, rate, seconds)
+    # Offline means offline: the in-process sandbox is on loopback, never behind a proxy.
+    for name in ("no_proxy", "NO_PROXY"):
+        os.environ[name] = ",".join(filter(None, (os.environ.get(name), "127.0.0.1")))
+    # Ctrl-C before the daemon took over SIGINT: the same clean end.
+    with contextlib.suppress(KeyboardInterrupt):
+        anyio.run(_demo, rate, seconds)
     print(NEXT_STEPS, file=sys.stderr)
     return EXIT_OK
 
