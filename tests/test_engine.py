@@ -310,3 +310,24 @@ async def test_a_full_journal_pauses_polling_and_nothing_is_lost(
     await run_daemon_until(settings, lambda: count_lines(output) >= 1500)
     assert [e["id"] for e in read_jsonl(output)] == sandbox_ids(sandbox)
     assert "journal.full" in capsys.readouterr().out
+
+
+async def test_idle_polls_do_not_wake_the_sinks(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    """Once caught up, polls that find only re-reads neither move the journal's end nor make
+    the sinks look for work."""
+    from runflow_tail.daemon import Daemon, RunOptions
+
+    await _generate(sandbox, 20, step_ms=1, full_run=False)
+    output = tmp_path / "out.jsonl"
+    settings = settings_for(sandbox, tmp_path / "state", output, poll_interval=0.05)
+    daemon = Daemon(settings, tmp_path / "state", RunOptions(handle_signals=False))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(daemon.run)
+        await wait_for(lambda: count_lines(output) >= 20 and bool(daemon.deliveries))
+        assert daemon.journal is not None
+        end, idle_at = daemon.journal.last_seq, daemon.deliveries[0].health.idle_at_seq
+        requests = daemon.pollers[0].health.requests
+        await wait_for(lambda: daemon.pollers[0].health.requests >= requests + 5)
+        assert daemon.journal.last_seq == end
+        assert daemon.deliveries[0].health.idle_at_seq == idle_at
+        daemon.request_stop()

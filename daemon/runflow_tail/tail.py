@@ -86,7 +86,9 @@ def _cmd_tail(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_level or "warning", args.log_format or "auto")
     base: Settings = load_from_args(args)
-    options = _TailOptions.from_args(args)
+    from .config_loader import environ_snapshot
+
+    options = _TailOptions.from_args(args, no_color_env=bool(environ_snapshot().get("NO_COLOR")))
     with tempfile.TemporaryDirectory(prefix="runflow-tail-") as state:
         settings = options.settings(base, Path(state), no_color=args.no_color)
         daemon = Daemon(
@@ -159,7 +161,7 @@ class _TailOptions:
         self.fields = fields
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> _TailOptions:
+    def from_args(cls, args: argparse.Namespace, *, no_color_env: bool = False) -> _TailOptions:
         try:
             start_at = _start_at(args.since)
             until_ns = parse_instant(args.until) if args.until else None
@@ -178,7 +180,7 @@ class _TailOptions:
         stdout = StdoutSinkConfig(
             format="template" if args.template else args.format,
             template=args.template or StdoutSinkConfig.model_fields["template"].default,
-            color="never" if args.no_color else "auto",
+            color="never" if args.no_color or no_color_env else "auto",
             utc=args.utc,
             match=match,
             batch={"max_events": 500},

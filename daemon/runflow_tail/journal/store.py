@@ -216,7 +216,8 @@ class JournalStore:
         """Insert new entries and the new cursor in one transaction.
 
         Returns (entries inserted, highest seq). Re-read entries are dropped by
-        ``UNIQUE(stream, id)``; the cursor can never run ahead of the data.
+        ``UNIQUE(stream, id)``; the cursor can never run ahead of the data. (An ignored
+        insert may still consume a seq number; gaps in seq are harmless.)
         """
         self._db.execute("BEGIN IMMEDIATE")
         try:
@@ -236,6 +237,12 @@ class JournalStore:
     # -- sinks -------------------------------------------------------------------------
 
     def max_seq(self) -> int:
+        """The journal's end: the highest seq of an entry it holds. sqlite_sequence only
+        once retention emptied the table, because ignored re-reads advance that counter
+        without adding anything to deliver."""
+        row = self._db.execute("SELECT max(seq) FROM entries").fetchone()
+        if row and row[0] is not None:
+            return int(row[0])
         row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'entries'").fetchone()
         return int(row[0]) if row else 0
 
