@@ -733,7 +733,8 @@ def test_sink_without_type(write_config: WriteConfig) -> None:
     """A sink table without a type lists the types there are."""
     path = write_config('[sinks.out]\nformat = "json"\n')
     assert only(problems(path)) == (
-        f"config file {path}: sinks.out: every sink needs a type (file, stdout, webhook)"
+        f"config file {path}: sinks.out: every sink needs a type "
+        "(discord, file, pagerduty, slack, stdout, webhook)"
     )
 
 

@@ -139,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_replay_command(commands, common)
     add_tail_command(commands, common)
+    from .alerts.cli import add_alerts_command
+
+    add_alerts_command(commands, common)
     return parser
 
 

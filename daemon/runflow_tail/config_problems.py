@@ -12,13 +12,26 @@ from pydantic import BaseModel, SecretStr
 
 from .settings import CrossProblem, Settings, dotted_key
 
-SECRET_KEYS = frozenset({"api_key", "secret", "password", "token", "authorization", "headers"})
+SECRET_KEYS = frozenset(
+    # webhook_url: chat webhook URLs carry their token; routing_key: PagerDuty's integration key.
+    {
+        "api_key",
+        "secret",
+        "password",
+        "token",
+        "authorization",
+        "headers",
+        "webhook_url",
+        "routing_key",
+    }
+)
 MAY_HOLD_SECRETS = frozenset({"api", "sinks"})
 MASK = "********"
 
 _MESSAGES_BY_LOC: dict[tuple[tuple[str | int, ...], str], str] = {
     (("streams",), "tuple_type"): "expected a list of stream tables ([[streams]] in TOML)",
     (("sinks",), "dict_type"): "expected a table of named sinks ([sinks.NAME] in TOML)",
+    (("alerts",), "tuple_type"): "expected a list of alert rules ([[alerts]] in TOML)",
 }
 
 

@@ -19,6 +19,8 @@ from typing import Any, Generic, TypeVar
 import anyio
 from anyio.abc import TaskGroup
 
+from .alerts.engine import AlertEngine
+from .alerts.rules import ALERT_ENGINE_CONSUMER
 from .client import RunflowClient
 from .delivery import Delivery
 from .errors import ConfigError, SinkClosedError
@@ -33,7 +35,7 @@ DEFAULT_GRACE_PERIOD = 10.0
 STATUS_EVERY = 10.0
 
 log = get_logger(__name__)
-W = TypeVar("W", Poller, Delivery)
+W = TypeVar("W", Poller, Delivery, AlertEngine)
 
 
 @dataclass
@@ -69,6 +71,8 @@ class Daemon:
         self.server_address: str | None = None
         self._pollers: dict[str, _Running[Poller]] = {}
         self._deliveries: dict[str, _Running[Delivery]] = {}
+        self._engines: dict[str, _Running[AlertEngine]] = {}
+        """The alert engine (one, while there are [[alerts]] rules)."""
         self._client: RunflowClient | None = None
         self._tg: TaskGroup | None = None
         self._stop = anyio.Event()
@@ -141,11 +145,9 @@ class Daemon:
         old = self.settings
         self.settings = settings
         journal = self.journal
-        journal.subscribe(
-            {s.name: settings.sinks_for_stream(s) for s in settings.streams},
-            {s.name: s.lookback for s in settings.streams},
-        )
-        offsets = await journal.run(journal.store.ensure_offsets, list(settings.sinks))
+        journal.subscribe(settings.subscriptions(), {s.name: s.lookback for s in settings.streams})
+        consumers = [*settings.sinks, *([ALERT_ENGINE_CONSUMER] if settings.alerts else [])]
+        offsets = await journal.run(journal.store.ensure_offsets, consumers)
         new_client = first or old.api != settings.api
         for name in list(self._deliveries):
             unchanged = name in settings.sinks and (
@@ -180,6 +182,7 @@ class Daemon:
                 await self._client.aclose()
             self._client = RunflowClient(settings.api, metrics=self.metrics)
         assert self._client is not None
+        await self._apply_alerts(settings, old, restart=new_client)
         for name, stream in wanted.items():
             if name not in self._pollers:
                 poller = Poller(
@@ -197,6 +200,28 @@ class Daemon:
             sinks=list(self._deliveries),
             state_dir=str(self.state_dir),
         )
+
+    async def _apply_alerts(self, settings: Settings, old: Settings, *, restart: bool) -> None:
+        """One alert engine while there are rules; restarted when they (or what they
+        watch) change. Its state is in the journal, so a restart loses nothing."""
+        running = self._engines.get("alerts")
+        if running is not None and (
+            restart or settings.alerts != old.alerts or settings.streams != old.streams
+        ):
+            await self._stop_engine()
+        assert self.journal is not None
+        if not settings.alerts:
+            # Rules added later start from the journal's end, not from old history.
+            await self.journal.run(self.journal.store.forget_consumer, ALERT_ENGINE_CONSUMER)
+            return
+        if "alerts" not in self._engines:
+            engine = AlertEngine(settings, self.journal, self._client)
+            self._start(self._engines, "alerts", _Running(engine), engine.run)
+
+    async def _stop_engine(self) -> None:
+        running = self._engines.pop("alerts")
+        running.scope.cancel()
+        await running.done.wait()
 
     def _start(
         self,
@@ -235,6 +260,9 @@ class Daemon:
     async def _shut_down(self) -> None:
         for running in self._pollers.values():
             running.scope.cancel()
+        for engine in self._engines.values():
+            # Each engine step commits atomically: cancelling between steps loses nothing.
+            engine.scope.cancel()
         for delivery in self._deliveries.values():
             delivery.worker.request_stop()
         with anyio.move_on_after(self.options.grace_period) as grace:

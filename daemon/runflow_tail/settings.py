@@ -15,6 +15,13 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_va
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from .alerts.rules import (
+    ALERT_ENGINE_CONSUMER,
+    ALERT_ONLY_SINK_TYPES,
+    AlertRule,
+    alert_stream,
+    check_alert_references,
+)
 from .filters import parse_filter
 from .models import ByteSize, Duration, FrozenModel, PositiveDuration
 from .observability import LogFormat, LogLevel
@@ -189,6 +196,8 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     streams: tuple[StreamSettings, ...] = Field(default_factory=_default_streams)
     sinks: dict[str, SinkConfig] = Field(default_factory=_default_sinks)
+    alerts: tuple[AlertRule, ...] = ()
+    """Alert rules ([[alerts]]); see alerts/rules.py."""
 
     @classmethod
     def settings_customise_sources(
@@ -222,18 +231,50 @@ class Settings(BaseSettings):
         return self
 
     def sinks_for_stream(self, stream: StreamSettings) -> tuple[str, ...]:
-        """Names of the sinks that receive this stream, honouring both sides' subscriptions."""
+        """Names of the sinks that receive this stream, honouring both sides' subscriptions
+        (alert destinations receive alerts only)."""
         return tuple(
             name
             for name, sink in self.sinks.items()
             if (stream.sinks is None or name in stream.sinks)
             and (sink.streams is None or stream.name in sink.streams)
+            and not self.receives_alerts_only(name)
         )
 
     def streams_for_sink(self, sink_name: str) -> tuple[str, ...]:
+        """The journal streams a sink reads: its log streams, or an alert destination's
+        internal stream ``alerts.<sink>``."""
+        if sink_name in self.alert_destinations():
+            return (alert_stream(sink_name),)
         return tuple(
             stream.name for stream in self.streams if sink_name in self.sinks_for_stream(stream)
         )
+
+    def alert_destinations(self) -> tuple[str, ...]:
+        """Sinks named by any alert rule, in first-mention order."""
+        return tuple(dict.fromkeys(d for rule in self.alerts for d in rule.destinations))
+
+    def receives_alerts_only(self, sink_name: str) -> bool:
+        sink = self.sinks.get(sink_name)
+        return sink_name in self.alert_destinations() or (
+            sink is not None and sink.type in ALERT_ONLY_SINK_TYPES
+        )
+
+    def streams_for_rule(self, rule: AlertRule) -> tuple[str, ...]:
+        return tuple(s.name for s in self.streams if rule.streams is None or s.name in rule.streams)
+
+    def subscriptions(self) -> dict[str, tuple[str, ...]]:
+        """Who reads each journal stream (retention waits for exactly these): its sinks, the
+        alert engine when a rule watches it, and each destination its alert stream."""
+        watched = {name for rule in self.alerts for name in self.streams_for_rule(rule)}
+        found = {
+            stream.name: self.sinks_for_stream(stream)
+            + ((ALERT_ENGINE_CONSUMER,) if stream.name in watched else ())
+            for stream in self.streams
+        }
+        for destination in self.alert_destinations():
+            found[alert_stream(destination)] = (destination,)
+        return found
 
     def stream(self, name: str) -> StreamSettings:
         for stream in self.streams:
@@ -329,6 +370,12 @@ def cross_check(data: Mapping[str, Any]) -> list[CrossProblem]:
                             f"{stream_names}",
                         )
                     )
+    problems += [
+        CrossProblem(loc, value, message)
+        for loc, value, message in check_alert_references(
+            {**data, "sinks": sinks_raw}, list(first_index)
+        )
+    ]
     state = data.get("state")
     dedup_window = _seconds(
         state.get("dedup_window", DEFAULT_DEDUP_WINDOW)

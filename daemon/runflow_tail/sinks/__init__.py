@@ -13,7 +13,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Union, get_args
 from pydantic import Field
 
 from .base import BatchSettings, Sink, SinkConfigBase
+from .discord import DiscordSinkConfig
 from .file import FileSinkConfig
+from .pagerduty import PagerDutySinkConfig
+from .slack import SlackSinkConfig
 from .stdout import StdoutSinkConfig
 from .webhook import WebhookSinkConfig
 
@@ -22,6 +25,9 @@ BUILTIN_SINK_MODELS: tuple[type[SinkConfigBase], ...] = (
     StdoutSinkConfig,
     FileSinkConfig,
     WebhookSinkConfig,
+    SlackSinkConfig,
+    DiscordSinkConfig,
+    PagerDutySinkConfig,
 )
 PLUGIN_LOAD_ERRORS: list[str] = []
 """Plugins that could not be loaded; ``check-config`` reports them."""
@@ -66,10 +72,13 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "SINK_MODELS",
     "BatchSettings",
+    "DiscordSinkConfig",
     "FileSinkConfig",
+    "PagerDutySinkConfig",
     "Sink",
     "SinkConfig",
     "SinkConfigBase",
+    "SlackSinkConfig",
     "StdoutSinkConfig",
     "WebhookSinkConfig",
 ]

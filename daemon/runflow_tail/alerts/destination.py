@@ -1,0 +1,120 @@
+"""What the Slack, Discord and PagerDuty sinks share: options, one POST per alert, errors.
+
+Chat webhooks and the Events API are not batch APIs, so each alert document is its own
+request, and a destination sends one alert per batch by default (``batch = false``): a
+retry then never repeats an alert the destination already accepted. With larger batches
+the alerts accepted before a failure are remembered and skipped on the retry.
+
+Their URLs and keys are secrets (a Slack or Discord webhook URL *is* its token): errors
+and logs name the destination by host only, and any echo of the secret is redacted.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+import msgspec
+from pydantic import SecretStr
+
+from .. import __version__
+from ..errors import SinkRejectedError, SinkRetryableError, parse_retry_after
+from ..models import Duration, Entry, PositiveDuration
+from ..sinks.base import BatchSettings, SinkConfigBase
+
+DEFAULT_ALERT_TIMEOUT = 10.0
+DEFAULT_ALERT_RETRY = 3600.0
+RETRYABLE_STATUSES = frozenset({408, 425, 429})
+REMEMBERED_SENT = 1024
+_HTTP_URL = re.compile(r"https?://[^\s/?#]+(/[^\s]*)?")
+
+_encode = msgspec.json.Encoder().encode
+
+
+class AlertSinkConfigBase(SinkConfigBase):
+    """Options of every alert-only destination (slack, discord, pagerduty)."""
+
+    batch: BatchSettings | bool = False
+    """One alert per send by default, so a retry never repeats an accepted alert."""
+    timeout: PositiveDuration = DEFAULT_ALERT_TIMEOUT
+    max_retry_duration: Duration | None = DEFAULT_ALERT_RETRY
+
+
+def check_webhook_url(value: SecretStr, service: str) -> SecretStr:
+    """A chat webhook URL must be http(s); the message never shows it (it holds the token)."""
+    if not _HTTP_URL.fullmatch(value.get_secret_value().strip()):
+        raise ValueError(f"expected the {service} incoming webhook URL (https://...)")
+    return SecretStr(value.get_secret_value().strip())
+
+
+class AlertPoster:
+    """Posts each alert of a batch as JSON (``payloads`` builds the bodies of one alert)."""
+
+    service = "alert destination"
+
+    def __init__(self, name: str, url: str, *, timeout: float, secrets: Sequence[str] = ()) -> None:
+        self.name = name
+        self._url = url
+        self._secrets = tuple(s for s in (url, *secrets) if s)
+        host = httpx.URL(url).host or "?"
+        self.label = f"{self.service} ({host})"
+        self._sent: OrderedDict[str, None] = OrderedDict()
+        self._http = httpx.AsyncClient(
+            headers={
+                "Content-Type": "application/json",
+                "User-Agent": f"runflow-tail/{__version__}",
+            },
+            timeout=httpx.Timeout(timeout),
+            follow_redirects=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, destination={self.label!r})"
+
+    def payloads(self, alert: Mapping[str, Any]) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def retry_after(self, response: httpx.Response) -> float | None:
+        return parse_retry_after(response.headers.get("retry-after"))
+
+    async def send(self, batch: Sequence[Entry]) -> None:
+        for entry in batch:
+            if entry.id in self._sent:
+                continue  # accepted before a later alert of this batch failed
+            for payload in self.payloads(entry.data()):
+                await self._post(payload)
+            self._sent[entry.id] = None
+            while len(self._sent) > REMEMBERED_SENT:
+                self._sent.popitem(last=False)
+
+    async def _post(self, payload: dict[str, Any]) -> None:
+        try:
+            response = await self._http.post(self._url, content=_encode(payload))
+        except httpx.TimeoutException as exc:
+            raise SinkRetryableError(f"{self.label}: no answer in time") from exc
+        except httpx.HTTPError as exc:
+            raise SinkRetryableError(
+                self._redact(f"{self.label}: {type(exc).__name__}: {exc}")
+            ) from exc
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        said = self._redact(response.text[:200].strip())
+        reason = f"{self.label} answered HTTP {status}" + (f": {said}" if said else "")
+        if status in RETRYABLE_STATUSES or status >= 500:
+            raise SinkRetryableError(reason, retry_after=self.retry_after(response))
+        raise SinkRejectedError(reason)
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "[redacted]")
+            path = httpx.URL(secret).path if secret.startswith("http") else ""
+            if len(path) > 1:
+                text = text.replace(path, "[redacted]")
+        return text
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
