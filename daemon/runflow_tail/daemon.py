@@ -86,6 +86,11 @@ class Daemon:
     def deliveries(self) -> list[Delivery]:
         return [running.worker for running in self._deliveries.values()]
 
+    @property
+    def alert_engine(self) -> AlertEngine | None:
+        running = self._engines.get("alerts")
+        return None if running is None else running.worker
+
     def request_stop(self, reason: str = "requested") -> None:
         if not self._stop.is_set():
             self.stop_reason = reason

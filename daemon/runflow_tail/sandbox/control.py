@@ -81,6 +81,9 @@ class RunRequest(BaseModel):
     failure_message: str = "Node {node} timed out after 30s"
     failure_stage_code: str = "node_execution"
     timestamp: str | None = Field(None, description="RFC 3339 of the first entry; None: now.")
+    flow: int | None = Field(
+        None, ge=0, description="Index of the world's flow the run belongs to; None: any."
+    )
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -172,6 +175,7 @@ def control_routes(world: World) -> list[Route]:
             lines=spec.lines,
             start_ns=start,
             failure=failure,
+            flow=None if spec.flow is None else world.flows[spec.flow % len(world.flows)],
         )
         entries = sorted(world.store.by_run.get(run.id, ()), key=lambda entry: entry.key)
         return json_response({"run": run.doc, "ids": [entry.id for entry in entries]})

@@ -200,12 +200,13 @@ def play_instantly(
     lines: int = 3,
     start_ns: int | None = None,
     failure: tuple[str, str, str] | None = None,
+    flow: Flow | None = None,
 ) -> Run:
     """Create a run and write its whole life at once, 1 ms of log time per step."""
     if start_ns is None:
         # Start far enough back that the whole life lies in the past, hence is visible now.
         start_ns = world.now() - (4 + 2 * len(NODE_KINDS) + lines + 2) * _STEP_NS
-    run = world.start_run(run_id=run_id)
+    run = world.start_run(run_id=run_id, flow=flow)
     virtual = [start_ns]
 
     def now() -> int:

@@ -112,7 +112,9 @@ def _description(alert: Mapping[str, Any]) -> str:
         parts.append(f"```\n{quoted}\n```")
     for item in alert.get("items") or ():
         if isinstance(item, Mapping):
-            parts.append(f"• **{item.get('title') or item.get('headline')}**")
+            run_id = (item.get("run") or {}).get("id")
+            suffix = f" (run {run_id})" if run_id else ""
+            parts.append(f"• **{item.get('title') or item.get('headline')}**{suffix}")
     return "\n".join(part for part in parts if part).strip()
 
 

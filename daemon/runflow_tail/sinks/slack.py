@@ -4,8 +4,8 @@ Layout: a header (the title), a section (the text), a section of fields (run sta
 flow, failure code, duration, ...), a section quoting the triggering log lines, and a
 context line (rule, group, counts). Block Kit's limits are kept: header text ≤ 150
 characters, section text ≤ 3000, field texts ≤ 2000 and ≤ 10 fields, ≤ 10 context
-elements, ≤ 50 blocks. Text from logs is escaped (``&``, ``<``, ``>``), so a log line
-saying ``<!channel>`` never pings anyone. A 429 waits for its ``Retry-After``.
+elements, ≤ 50 blocks. All text is escaped (``&``, ``<``, ``>``), so a log line saying
+``<!channel>`` never pings anyone. A 429 waits for its ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def slack_message(alert: Mapping[str, Any]) -> dict[str, Any]:
     blocks: list[dict[str, Any]] = [
         {
             "type": "header",
-            "text": {"type": "plain_text", "text": truncate(title, HEADER_MAX), "emoji": True},
+            "text": {"type": "plain_text", "text": fit(title, HEADER_MAX), "emoji": True},
         }
     ]
     if text.strip():
@@ -97,8 +97,10 @@ def slack_message(alert: Mapping[str, Any]) -> dict[str, Any]:
     room = MAX_BLOCKS - len(blocks) - 2
     for item in items[:room]:
         headline = fit(str(item.get("title") or item.get("headline") or ""), 500)
-        detail = fit(str(item.get("detail") or ""), SECTION_MAX - 600)
-        blocks.append(_section(f"• *{headline}*\n{detail}".rstrip()))
+        detail = fit(str(item.get("detail") or ""), SECTION_MAX - 700)
+        run_id = (item.get("run") or {}).get("id")
+        where = f"\nrun {fit(str(run_id), 100)}" if run_id else ""
+        blocks.append(_section(f"• *{headline}*\n{detail}{where}".rstrip()))
     hidden = len(items[room:]) + int((alert.get("counts") or {}).get("omitted", 0))
     if hidden:
         blocks.append(_section(f"… and {hidden} more"))

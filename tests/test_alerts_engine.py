@@ -1,0 +1,351 @@
+"""Alert rules end to end, in-process: the sandbox plays runs and log lines, the daemon
+alerts, and one local receiver plays Slack, Discord, PagerDuty and a webhook, checking
+every payload against what the real service accepts."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from runflow_tail.daemon import Daemon, RunOptions
+from runflow_tail.sandbox import SandboxHandle
+from runflow_tail.settings import Settings
+from runflow_tail.times import NS_PER_SECOND, format_instant, now_ns
+
+from tests.harness import settings_for
+from tests.receivers import AlertReceiver, running_alert_receiver
+
+pytestmark = [pytest.mark.anyio, pytest.mark.sandbox_options(timestamp_style="z")]
+
+ROUTING_KEY = "R0123456789abcdef0123456789abcde"
+ALL = ("slack", "discord", "pager", "hook")
+PATHS = {"slack": "slack", "discord": "discord", "pager": "pagerduty", "hook": "hook"}
+FAILED = "run.status_code:failed"
+
+
+def destination_sinks(receiver: AlertReceiver) -> dict[str, dict[str, Any]]:
+    fast = {"backoff_initial": 0.05, "backoff_max": 0.5}
+    return {
+        "slack": {"type": "slack", "webhook_url": receiver.url("slack"), **fast},
+        "discord": {"type": "discord", "webhook_url": receiver.url("discord"), **fast},
+        "pager": {
+            "type": "pagerduty",
+            "routing_key": ROUTING_KEY,
+            "url": receiver.url("pagerduty"),
+            **fast,
+        },
+        "hook": {"type": "webhook", "url": receiver.url("hook"), "batch": False, **fast},
+    }
+
+
+def alert_settings(
+    sandbox: SandboxHandle,
+    tmp_path: Path,
+    receiver: AlertReceiver,
+    rules: list[dict[str, Any]],
+    **stream: Any,
+) -> Settings:
+    base = settings_for(sandbox, tmp_path / "state", tmp_path / "unused.jsonl", **stream)
+    return Settings.model_validate(
+        {**base.model_dump(), "sinks": destination_sinks(receiver), "alerts": rules}
+    )
+
+
+Condition = Callable[[Daemon], bool | Awaitable[bool]]
+
+
+async def run_until(settings: Settings, condition: Condition, *, timeout: float = 20) -> Daemon:
+    """Run the daemon in-process until ``condition(daemon)`` holds, then stop it."""
+    assert settings.state.dir is not None
+    daemon = Daemon(settings, settings.state.dir, RunOptions(handle_signals=False))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(daemon.run)
+        try:
+            with anyio.fail_after(timeout):
+                while True:
+                    held = condition(daemon)
+                    if held if isinstance(held, bool) else await held:
+                        break
+                    await anyio.sleep(0.05)
+        finally:
+            daemon.request_stop("test done")
+    return daemon
+
+
+async def settled(daemon: Daemon) -> bool:
+    """Every stream caught up, the engine has seen every entry, every destination is idle."""
+    journal, engine = daemon.journal, daemon.alert_engine
+    if journal is None or engine is None or not daemon.pollers:
+        return False
+    if not all(poller.health.caught_up.is_set() for poller in daemon.pollers):
+        return False
+    backlog = await journal.run(journal.store.backlog, engine.offset, engine.streams)
+    return backlog == 0 and all(d.health.idle_at_seq >= journal.last_seq for d in daemon.deliveries)
+
+
+def runs_alerted(receiver: AlertReceiver, destination: str, run_ids: list[str]) -> Counter[str]:
+    """How many accepted requests of a destination name each run."""
+    found: Counter[str] = Counter()
+    for request in receiver.accepted(PATHS[destination]):
+        found.update(run_id for run_id in run_ids if run_id.encode() in request.body)
+    return found
+
+
+def at(seconds_ago: float) -> str:
+    return format_instant(now_ns() - int(seconds_ago * NS_PER_SECOND))
+
+
+async def play(client: httpx.AsyncClient, **spec: Any) -> dict[str, Any]:
+    response = await client.post("/_sandbox/runs", json=spec)
+    response.raise_for_status()
+    run: dict[str, Any] = response.json()["run"]
+    return run
+
+
+async def test_every_failed_run_alerts_once_per_destination_and_no_other_run_does(
+    sandbox: SandboxHandle, sandbox_client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """Four failed runs among succeeded and canceled ones, entries fetched without `run`:
+    each destination gets exactly one valid alert per failed run and nothing else."""
+    outcomes = ["failed", "succeeded", "failed", "canceled", "succeeded", "failed", "failed"]
+    runs = [
+        await play(sandbox_client, status_code=outcome, timestamp=at(60 - i))
+        for i, outcome in enumerate(outcomes)
+    ]
+    failed = [run["id"] for run in runs if run["status_code"] == "failed"]
+    with running_alert_receiver() as receiver:
+        rule = {"name": "failed-runs", "match": FAILED, "destinations": list(ALL)}
+        settings = alert_settings(sandbox, tmp_path, receiver, [rule])
+        await run_until(
+            settings,
+            lambda d: all(len(receiver.accepted(PATHS[x])) >= 4 for x in ALL) and settled(d),
+        )
+    assert receiver.all_problems() == []
+    every = [run["id"] for run in runs]
+    for destination in ALL:
+        assert runs_alerted(receiver, destination, every) == dict.fromkeys(failed, 1), destination
+        assert len(receiver.accepted(PATHS[destination])) == 4
+    docs = [request.json() for request in receiver.accepted("hook")]
+    assert {doc["run"]["id"] for doc in docs} == set(failed)
+    assert {doc["run"]["failure_code"] for doc in docs} == {"NODE_TIMEOUT"}
+    assert all(doc["kind"] == "alert" and doc["rule"] == "failed-runs" for doc in docs)
+
+
+async def test_alerts_carry_run_context_fetched_once_per_run(
+    sandbox: SandboxHandle, sandbox_client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """A stream of failed runs' lines without `run`: each alert has the run's status, ids,
+    failure, times and its failure line, and each run was fetched from the API once."""
+    failures = [("MODEL_ERROR", "Model provider returned 500"), ("NO_WORKER", "No worker")]
+    runs = [
+        await play(
+            sandbox_client,
+            status_code="failed",
+            lines=6,
+            failure_code=code,
+            failure_message=message,
+            timestamp=at(30 - i),
+        )
+        for i, (code, message) in enumerate(failures)
+    ]
+    await play(sandbox_client, status_code="succeeded", timestamp=at(10))
+    with running_alert_receiver() as receiver:
+        rule = {"name": "failed", "match": FAILED, "destinations": ["hook"], "lines": 3}
+        settings = alert_settings(sandbox, tmp_path, receiver, [rule], query=FAILED)
+        daemon = await run_until(
+            settings, lambda d: len(receiver.accepted("hook")) >= 2 and settled(d)
+        )
+    engine = daemon.alert_engine
+    assert engine is not None and engine.context.fetches == 2
+    stats = sandbox.world.stats
+    assert stats.requests_total - stats.logs_requests == 2
+    docs = {doc["run"]["id"]: doc for doc in (r.json() for r in receiver.accepted("hook"))}
+    for run, (code, message) in zip(runs, failures, strict=True):
+        context = docs[run["id"]]["run"]
+        assert context["status_code"] == "failed"
+        assert context["failure_code"] == code and context["failure_message"] == message
+        assert context["flow_id"] == run["flow_id"] and context["model_id"] == run["model_id"]
+        assert context["started_at"] and context["ended_at"]
+        assert context["duration_seconds"] >= 0
+        lines = docs[run["id"]]["lines"]
+        assert len(lines) == 1 and lines[0]["message"] == f"Run failed: {message}"
+        assert docs[run["id"]]["title"] == f"Run of {run['flow_name']} failed: {code}"
+
+
+async def test_threshold_fires_only_for_matches_within_the_window(
+    sandbox: SandboxHandle, tmp_path: Path
+) -> None:
+    """threshold = 3 in a 10 s window (entry time): 3 errors in 2 s fire; errors at 0, 6 and
+    12 s do not until a fourth at 13 s; two errors never do."""
+    t0 = now_ns() - 300 * NS_PER_SECOND
+
+    def errors(run_id: str, *offsets: float) -> list[dict[str, Any]]:
+        return [
+            {
+                "run_id": run_id,
+                "level_code": "error",
+                "message": f"error at +{offset:g}s",
+                "timestamp": format_instant(t0 + int(offset * NS_PER_SECOND)),
+            }
+            for offset in offsets
+        ]
+
+    world = sandbox.world
+    runs = {name: world.start_run().id for name in ("burst", "spread", "pair")}
+    world.append(errors(runs["burst"], 0, 1, 2) + errors(runs["spread"], 0, 6, 12))
+    world.append(errors(runs["pair"], 3, 4) + errors(runs["spread"], 13))
+    rule = {
+        "name": "error-bursts",
+        "match": "level_code:error",
+        "threshold": 3,
+        "window": "10s",
+        "destinations": ["hook"],
+    }
+    with running_alert_receiver() as receiver:
+        settings = alert_settings(sandbox, tmp_path, receiver, [rule])
+        await run_until(settings, lambda d: len(receiver.accepted("hook")) >= 2 and settled(d))
+    docs = {doc["group"]["run_id"]: doc for doc in (r.json() for r in receiver.accepted("hook"))}
+    assert set(docs) == {runs["burst"], runs["spread"]}
+    spread = docs[runs["spread"]]
+    assert [line["message"] for line in spread["lines"]] == [
+        "error at +6s",
+        "error at +12s",
+        "error at +13s",
+    ]
+    assert spread["counts"]["matches"] == 3
+    assert spread["first_match_at"] == format_instant(t0 + 6 * NS_PER_SECOND)
+
+
+async def test_cooldown_suppresses_repeats_and_counts_them_in_the_next_alert(
+    sandbox: SandboxHandle, tmp_path: Path
+) -> None:
+    """cooldown = 60 s: errors at 0, 10, 30, 61 and 70 s alert at 0 and at 61 s, and the
+    second alert says two were suppressed."""
+    t0 = now_ns() - 300 * NS_PER_SECOND
+    run_id = sandbox.world.start_run().id
+    sandbox.world.append(
+        [
+            {
+                "run_id": run_id,
+                "level_code": "error",
+                "message": f"error at +{offset}s",
+                "timestamp": format_instant(t0 + offset * NS_PER_SECOND),
+            }
+            for offset in (0, 10, 30, 61, 70)
+        ]
+    )
+    rule = {
+        "name": "errors",
+        "match": "level_code:error",
+        "cooldown": "60s",
+        "destinations": ["hook"],
+    }
+    with running_alert_receiver() as receiver:
+        settings = alert_settings(sandbox, tmp_path, receiver, [rule])
+        await run_until(settings, lambda d: len(receiver.accepted("hook")) >= 2 and settled(d))
+    docs = [request.json() for request in receiver.accepted("hook")]
+    assert [doc["lines"][0]["message"] for doc in docs] == ["error at +0s", "error at +61s"]
+    assert docs[1]["counts"] == {"matches": 1, "suppressed": 2, "total": 4}
+
+
+async def test_digest_sends_one_message_per_period_listing_its_alerts(
+    sandbox: SandboxHandle, tmp_path: Path
+) -> None:
+    """digest = 1s: three failed runs arrive as one message per destination listing three
+    runs; a fourth, later, as a second message of its own, sent by the clock alone."""
+    from runflow_tail.sandbox.simulator import play_instantly
+
+    world = sandbox.world
+    first = [play_instantly(world, outcome="failed").id for _ in range(3)]
+    later: list[str] = []
+    destinations = ("slack", "pager", "hook")
+    rule = {"name": "failures", "match": FAILED, "digest": "1s", "destinations": destinations}
+
+    def progress(daemon: Daemon) -> bool:
+        if not later and all(receiver.accepted(PATHS[x]) for x in destinations):
+            later.append(play_instantly(world, outcome="failed").id)
+        return bool(later) and all(len(receiver.accepted(PATHS[x])) >= 2 for x in destinations)
+
+    with running_alert_receiver() as receiver:
+        settings = alert_settings(sandbox, tmp_path, receiver, [rule])
+        await run_until(settings, progress)
+    assert receiver.all_problems() == []
+    for destination in destinations:
+        requests = receiver.accepted(PATHS[destination])
+        assert len(requests) == 2
+        assert runs_alerted(receiver, destination, first + later) == dict.fromkeys(first + later, 1)
+        assert all(run_id.encode() in requests[0].body for run_id in first)
+    digests = [request.json() for request in receiver.accepted("hook")]
+    assert [d["kind"] for d in digests] == ["digest", "digest"]
+    assert [d["counts"]["alerts"] for d in digests] == [3, 1]
+    slack = receiver.accepted("slack")[0].json()
+    assert slack["blocks"][0]["text"]["text"].startswith("3 alerts for failures")
+
+
+async def test_pagerduty_gets_trigger_and_resolve_pairs_with_a_stable_dedup_key(
+    sandbox: SandboxHandle, sandbox_client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """Grouped by flow: a flow's failure triggers, its repeat folds into the cooldown, its
+    next success resolves with the same dedup_key, and a failure after that triggers anew;
+    another flow's success resolves nothing."""
+    plan = [(0, "failed"), (0, "failed"), (1, "succeeded"), (0, "succeeded"), (0, "failed")]
+    plan.append((1, "failed"))
+    for i, (flow, outcome) in enumerate(plan):
+        await play(sandbox_client, status_code=outcome, flow=flow, timestamp=at(60 - i))
+    flows = [flow.id for flow in sandbox.world.flows[:2]]
+    rule = {
+        "name": "flow-health",
+        "match": FAILED,
+        "resolve_match": "run.status_code:succeeded",
+        "group_by": ["run.flow_id"],
+        "destinations": ["pager", "slack"],
+    }
+    with running_alert_receiver() as receiver:
+        settings = alert_settings(sandbox, tmp_path, receiver, [rule])
+        await run_until(settings, lambda d: len(receiver.accepted("pagerduty")) >= 4 and settled(d))
+    assert receiver.all_problems() == []
+    events = [request.json() for request in receiver.accepted("pagerduty")]
+    actions = [
+        (event["event_action"], event.get("payload", {}).get("component")) for event in events
+    ]
+    names = [sandbox.world.flows[i].name for i in (0, 0, 0, 1)]
+    assert actions == [
+        ("trigger", names[0]),
+        ("resolve", None),
+        ("trigger", names[2]),
+        ("trigger", names[3]),
+    ]
+    keys = [event["dedup_key"] for event in events]
+    assert keys[0] == keys[1] == keys[2] != keys[3]
+    assert events[3]["payload"]["custom_details"]["group"] == {"run.flow_id": flows[1]}
+    slack_headers = [r.json()["blocks"][0]["text"]["text"] for r in receiver.accepted("slack")]
+    assert slack_headers[1] == "Resolved: flow-health"
+
+
+async def test_a_restart_neither_re_alerts_nor_forgets_an_open_incident(
+    sandbox: SandboxHandle, sandbox_client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """After a trigger and a restart, the same failure is not sent again, a repeat within the
+    cooldown stays quiet, and the flow's next success resolves the incident."""
+    await play(sandbox_client, status_code="failed", flow=0, timestamp=at(60))
+    rule = {
+        "name": "flow-health",
+        "match": FAILED,
+        "resolve_match": "run.status_code:succeeded",
+        "group_by": ["run.flow_id"],
+        "destinations": ["pager"],
+    }
+    with running_alert_receiver() as receiver:
+        settings = alert_settings(sandbox, tmp_path, receiver, [rule])
+        await run_until(settings, lambda d: bool(receiver.accepted("pagerduty")) and settled(d))
+        await play(sandbox_client, status_code="failed", flow=0, timestamp=at(50))
+        await play(sandbox_client, status_code="succeeded", flow=0, timestamp=at(40))
+        await run_until(settings, lambda d: len(receiver.accepted("pagerduty")) >= 2 and settled(d))
+    events = [request.json() for request in receiver.accepted("pagerduty")]
+    assert [event["event_action"] for event in events] == ["trigger", "resolve"]
+    assert events[0]["dedup_key"] == events[1]["dedup_key"]
