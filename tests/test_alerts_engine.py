@@ -48,12 +48,14 @@ def alert_settings(
     tmp_path: Path,
     receiver: AlertReceiver,
     rules: list[dict[str, Any]],
+    *,
+    more_streams: tuple[dict[str, Any], ...] = (),
     **stream: Any,
 ) -> Settings:
     base = settings_for(sandbox, tmp_path / "state", tmp_path / "unused.jsonl", **stream)
-    return Settings.model_validate(
-        {**base.model_dump(), "sinks": destination_sinks(receiver), "alerts": rules}
-    )
+    data = base.model_dump()
+    data["streams"] = [*data["streams"], *({**data["streams"][0], **s} for s in more_streams)]
+    return Settings.model_validate({**data, "sinks": destination_sinks(receiver), "alerts": rules})
 
 
 Condition = Callable[[Daemon], bool | Awaitable[bool]]
@@ -349,3 +351,57 @@ async def test_a_restart_neither_re_alerts_nor_forgets_an_open_incident(
     events = [request.json() for request in receiver.accepted("pagerduty")]
     assert [event["event_action"] for event in events] == ["trigger", "resolve"]
     assert events[0]["dedup_key"] == events[1]["dedup_key"]
+
+
+async def test_an_entry_that_two_watched_streams_hold_counts_once(
+    sandbox: SandboxHandle, sandbox_client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """Streams `all` and `failures` both journal each failure line; a rule watching both,
+    without a cooldown, still alerts once per failed run."""
+    failed = [
+        (await play(sandbox_client, status_code="failed", timestamp=at(9 - i)))["id"]
+        for i in range(3)
+    ]
+    rule = {"name": "failed", "match": FAILED, "cooldown": 0, "destinations": ["pager"]}
+    with running_alert_receiver() as receiver:
+        settings = alert_settings(
+            sandbox,
+            tmp_path,
+            receiver,
+            [rule],
+            more_streams=({"name": "failures", "query": FAILED},),
+        )
+        await run_until(settings, lambda d: len(receiver.accepted("pagerduty")) >= 3 and settled(d))
+    assert runs_alerted(receiver, "pager", failed) == dict.fromkeys(failed, 1)
+    assert len(receiver.accepted("pagerduty")) == 3
+
+
+async def test_a_rule_added_by_reload_starts_at_the_journal_end(
+    sandbox: SandboxHandle, sandbox_client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """A failure journaled before a reload added the rule is history and is not alerted;
+    the next failure is."""
+    old = await play(sandbox_client, status_code="failed", timestamp=at(30))
+    rule = {"name": "failed", "match": FAILED, "destinations": ["pager"]}
+    with running_alert_receiver() as receiver:
+        before = alert_settings(sandbox, tmp_path, receiver, [])
+        after = alert_settings(sandbox, tmp_path, receiver, [rule])
+        assert before.state.dir is not None
+        options = RunOptions(handle_signals=False, reload=lambda: after)
+        daemon = Daemon(before, before.state.dir, options)
+        new: list[str] = []
+
+        async def script() -> None:
+            with anyio.fail_after(20):
+                while not (daemon.pollers and daemon.pollers[0].health.caught_up.is_set()):
+                    await anyio.sleep(0.05)
+                await daemon.reload()
+                new.append((await play(sandbox_client, status_code="failed"))["id"])
+                while not (receiver.accepted("pagerduty") and await settled(daemon)):
+                    await anyio.sleep(0.05)
+            daemon.request_stop("test done")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(daemon.run)
+            tg.start_soon(script)
+    assert runs_alerted(receiver, "pager", [old["id"], *new]) == {new[0]: 1}

@@ -27,7 +27,6 @@ import anyio
 import msgspec
 
 from ..client import RunflowClient
-from ..filters import Filter
 from ..journal import Journal
 from ..models import Entry
 from ..observability import get_logger
@@ -46,7 +45,7 @@ from .messages import (
     line_of,
     run_summary,
 )
-from .rules import ALERT_ENGINE_CONSUMER, AlertRule, alert_stream
+from .rules import ALERT_ENGINE_CONSUMER, AlertRule, CompiledRule, alert_stream
 from .state import (
     DIGEST_KEY,
     Digests,
@@ -62,15 +61,6 @@ BATCH_BYTES = 4 * 1024 * 1024
 SWEEP_INTERVAL = 60.0
 
 log = get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class _Rule:
-    config: AlertRule
-    match: Filter
-    resolve: Filter | None
-    streams: frozenset[str]
-    needs_run: bool
 
 
 @dataclass
@@ -96,15 +86,9 @@ class AlertEngine:
     ) -> None:
         self._journal = journal
         self._rules = [
-            _Rule(
-                rule,
-                rule.compiled_match(),
-                rule.compiled_resolve(),
-                frozenset(settings.streams_for_rule(rule)),
-                rule.needs_run(),
-            )
-            for rule in settings.alerts
+            CompiledRule.of(rule, settings.streams_for_rule(rule)) for rule in settings.alerts
         ]
+        self._by_name = {rule.config.name: rule for rule in self._rules}
         self._streams = tuple(sorted({s for rule in self._rules for s in rule.streams}))
         self._destinations = settings.alert_destinations()
         self._retention_ns = int(settings.state.dedup_window * NS_PER_SECOND)
@@ -202,10 +186,10 @@ class AlertEngine:
             self.alerts_written += len(output.rows)
             _announce(self._journal, last_seq)
 
-    def _rule(self, name: str) -> _Rule | None:
-        return next((rule for rule in self._rules if rule.config.name == name), None)
+    def _rule(self, name: str) -> CompiledRule | None:
+        return self._by_name.get(name)
 
-    def _idle(self, rule: _Rule | None, state: GroupState) -> bool:
+    def _idle(self, rule: CompiledRule | None, state: GroupState) -> bool:
         return rule is None or state.idle(rule.config.window, self._high_water_ns)
 
     async def _sweep(self) -> None:
@@ -226,11 +210,11 @@ class AlertEngine:
         for entry in batch:
             self._high_water_ns = max(self._high_water_ns, entry.timestamp_ns)
             for rule in self._rules:
-                if entry.stream in rule.streams:
+                if entry.stream in rule.streams and rule.first_sight(entry.id):
                     await self._evaluate(rule, entry, output)
         await self._commit(output, batch[-1].seq)
 
-    async def _evaluate(self, rule: _Rule, entry: Entry, output: _Output) -> None:
+    async def _evaluate(self, rule: CompiledRule, entry: Entry, output: _Output) -> None:
         data = entry.data()
         view: Mapping[str, Any] = data
         # The run for the alert's context: the entry's own, or the one fetched now.
@@ -260,7 +244,7 @@ class AlertEngine:
 
     async def _on_match(
         self,
-        rule: _Rule,
+        rule: CompiledRule,
         entry: Entry,
         run: Mapping[str, Any] | None,
         state: GroupState,
@@ -315,7 +299,7 @@ class AlertEngine:
 
     async def _resolve(
         self,
-        rule: _Rule,
+        rule: CompiledRule,
         entry: Entry,
         run: Mapping[str, Any] | None,
         state: GroupState,

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import re
 import string
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -31,6 +33,7 @@ DEFAULT_TITLE = "{headline}"
 DEFAULT_TEXT = "{detail}"
 MAX_THRESHOLD = 10_000
 MAX_LINES = 50
+RECENT_IDS = 10_000
 
 Severity = Literal["critical", "error", "warning", "info"]
 
@@ -158,6 +161,39 @@ class AlertRule(FrozenModel):
         return any(path == "run" or path.startswith("run.") for path in fields)
 
 
+@dataclass(frozen=True)
+class CompiledRule:
+    """A rule ready to evaluate: its expressions compiled, the streams it watches known."""
+
+    config: AlertRule
+    match: Filter
+    resolve: Filter | None
+    streams: frozenset[str]
+    needs_run: bool
+    seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
+
+    @classmethod
+    def of(cls, rule: AlertRule, streams: Sequence[str]) -> CompiledRule:
+        return cls(
+            rule,
+            rule.compiled_match(),
+            rule.compiled_resolve(),
+            frozenset(streams),
+            rule.needs_run(),
+        )
+
+    def first_sight(self, entry_id: str) -> bool:
+        """An entry that two watched streams both hold (overlapping filters) counts once."""
+        if len(self.streams) < 2:
+            return True
+        if entry_id in self.seen:
+            return False
+        self.seen[entry_id] = None
+        if len(self.seen) > RECENT_IDS:
+            self.seen.popitem(last=False)
+        return True
+
+
 def check_template(text: str) -> None:
     """Raise ValueError for a template that cannot be rendered: bad braces, unknown fields."""
     try:
@@ -166,14 +202,14 @@ def check_template(text: str) -> None:
         raise ValueError(
             f"not a valid template ({exc}); write {{{{ and }}}} for literal braces"
         ) from None
-    for _literal, field, _spec, _conversion in parts:
-        if field is None:
+    for _literal, name, _spec, _conversion in parts:
+        if name is None:
             continue
-        root = field.split(".", 1)[0]
-        if not field or root not in TEMPLATE_FIELDS or not _FIELD_PATH.fullmatch(field):
+        root = name.split(".", 1)[0]
+        if not name or root not in TEMPLATE_FIELDS or not _FIELD_PATH.fullmatch(name):
             known = ", ".join(sorted(TEMPLATE_FIELDS))
             raise ValueError(
-                f"unknown template field {{{field}}}; expected one of {known} "
+                f"unknown template field {{{name}}}; expected one of {known} "
                 "(with dotted keys, e.g. {run.failure_message})"
             )
 
