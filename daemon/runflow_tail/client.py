@@ -28,7 +28,7 @@ from .metrics import Metrics
 from .observability import get_logger
 from .pacing import RateLimiter
 from .settings import ApiSettings
-from .times import TimeValueError, parse_instant
+from .times import TimeValueError, parse_timestamp
 
 SORT_ASCENDING = "timestamp:asc,id:asc"
 USER_AGENT = f"runflow-tail/{__version__}"
@@ -80,7 +80,7 @@ def parse_page(body: bytes) -> Page:
             key = decode_key(raw)
             if key.timestamp is None:
                 raise TimeValueError("no timestamp")
-            timestamp_ns = parse_instant(key.timestamp, date_only_ok=False)
+            timestamp_ns = parse_timestamp(key.timestamp)
         except (msgspec.DecodeError, TimeValueError) as exc:
             invalid += 1
             log.warning(

@@ -120,6 +120,7 @@ class Daemon:
 
                     self.server_address = await tg.start(serve_health, self)
                 await self._apply(self.settings, first=True)
+                tg.start_soon(journal.maintain)
                 if self.options.handle_signals:
                     tg.start_soon(self._watch_signals, tg.cancel_scope)
                 if notifier is not None and notifier.enabled:

@@ -112,7 +112,7 @@ class Delivery:
 
     async def _read(self, *, until: int | None = None) -> list[Entry]:
         settings = self._batching
-        return await self._journal.run(
+        return await self._journal.read(
             self._journal.store.read_after,
             self.health.offset,
             self.streams,

@@ -17,13 +17,12 @@ entry side, because the sandbox runs one filter over hundreds of thousands of en
 from __future__ import annotations
 
 import dataclasses
-import functools
 import re
 from collections.abc import Callable, Iterator, Mapping
 from operator import eq, ge, gt, le, lt
 from typing import Any, Final, TypeAlias
 
-from runflow_tail.times import NS_PER_SECOND, TimeValueError, parse_instant
+from runflow_tail.times import _FAST_INSTANT, TimeValueError, parse_instant, parse_timestamp
 
 __all__ = ["Filter", "FilterSyntaxError", "parse_filter"]
 
@@ -36,10 +35,6 @@ _OP_RUN = re.compile(r"[!=<>:~]+")
 _KEYWORD = re.compile(r"(AND|OR|NOT)(?=[\s()]|\Z)")
 _BARE = re.compile(r"[^\s()]+")
 # [0-9] rather than \d: twice as fast, and other digits still reach parse_instant below.
-_FAST_INSTANT = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:([0-9]{2})(?:[.,]([0-9]+))?"
-    r"([Zz]|[+-][0-9]{2}:?[0-9]{2})?"
-)
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _OPS: Final = {":": "=", "=": "=", "!=": "!=", ">": ">", "<": "<", ">=": ">=", "<=": "<="}
 _SUFFIX_OPS: Final = dict(EQ="=", NE="!=", GT=">", GTE=">=", GE=">=", LT="<", LTE="<=", LE="<=")
@@ -293,30 +288,14 @@ class _Parser:
         return _literal("".join(chars), bare=False)
 
 
-@functools.lru_cache(maxsize=4096)
-def _minute_ns(prefix: str) -> int:
-    # Keyed by the "YYYY-MM-DDTHH:MM" prefix: log timestamps cluster, so nearly every entry
-    # hits, and the cache is bounded by minutes of data, never by the number of entries.
-    return parse_instant(prefix)
-
-
 def _entry_instant(value: str) -> int | None:
     """``parse_instant(value)``, or None if it is not an instant; usual shapes go fast."""
-    match = _FAST_INSTANT.fullmatch(value)
     try:
-        if match is None:
-            # Rare shapes (bare date, no seconds, padding) get the full parser, which strips.
-            plausible = value[4:5] == "-" or value[:1].isspace()
-            return parse_instant(value) if plausible else None
-        second, fraction, zone = match.groups()
-        seconds = int(second)
-        if seconds > 60:
-            return None
-        if zone and zone[0] in "+-":
-            offset = int(zone[1:3]) * 3600 + int(zone[-2:]) * 60
-            seconds -= -offset if zone[0] == "-" else offset
-        nanos = int(fraction[:9].ljust(9, "0")) if fraction else 0
-        return _minute_ns(value[:16]) + seconds * NS_PER_SECOND + nanos
+        if _FAST_INSTANT.fullmatch(value) is not None:
+            return parse_timestamp(value)
+        # Rare shapes (bare date, no seconds, padding) get the full parser, which strips.
+        plausible = value[4:5] == "-" or value[:1].isspace()
+        return parse_instant(value) if plausible else None
     except TimeValueError:
         return None
 

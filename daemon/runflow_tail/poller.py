@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .client import FetchedEntry, Page, RunflowClient
 from .errors import (
@@ -33,6 +34,9 @@ from .times import NS_PER_SECOND, format_instant, parse_start
 RangeForm = Literal["bare", "quoted"]
 PERSIST_HEALTH_EVERY = 30.0
 PROBE_FUTURE_NS = 86_400 * NS_PER_SECOND
+PAGES_IN_FLIGHT = 4
+"""Fetched pages waiting for their commit: bounds memory during a backlog."""
+PAGES_PER_COMMIT = 8
 
 log = get_logger(__name__)
 
@@ -190,19 +194,20 @@ class Poller:
             else with_range(self.stream.query, lower, self._range_form)
         )
         cursor: str | None = None
+        # Pipelining: pages go to a committer task through a small bounded buffer, so the
+        # next request is out while earlier pages commit; when commits fall behind, the
+        # committer takes every waiting page in one transaction (fewer, larger commits).
+        send, receive = anyio.create_memory_object_stream[Page](PAGES_IN_FLIGHT)
         try:
-            async with anyio.create_task_group() as commits:
-                pending: anyio.Event | None = None
-                while True:
-                    page = await self._fetch(query, cursor)
-                    # Pipelining: the next request goes out while this page commits.
-                    if pending is not None:
-                        await pending.wait()
-                    pending = anyio.Event()
-                    commits.start_soon(self._commit, page, lower, None, pending)
-                    if not self._is_full(page) or page.next_cursor is None:
-                        break
-                    cursor = page.next_cursor
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._commit_pages, receive, lower)
+                async with send:
+                    while True:
+                        page = await self._fetch(query, cursor)
+                        await send.send(page)
+                        if not self._is_full(page) or page.next_cursor is None:
+                            break
+                        cursor = page.next_cursor
         except BaseExceptionGroup as group:
             # One failure at a time is what the retry logic understands; the task group
             # only exists for pipelining.
@@ -215,7 +220,7 @@ class Poller:
         cursor = self._state.api_cursor
         while True:
             page = await self._fetch(self.stream.query, cursor)
-            await self._commit(page, lower, cursor, None)
+            await self._commit([page], lower, cursor)
             if not self._is_full(page) or page.next_cursor is None:
                 if self._gap_check is not None:
                     self._finish_gap_check(found=False)
@@ -264,27 +269,40 @@ class Poller:
             self.health.last_success_monotonic = anyio.current_time()
             return page
 
-    async def _commit(
-        self, page: Page, lower: int | None, api_cursor: str | None, done: anyio.Event | None
+    async def _commit_pages(
+        self, receive: MemoryObjectReceiveStream[Page], lower: int | None
     ) -> None:
-        try:
-            kept = [e for e in page.entries if lower is None or e.timestamp_ns >= lower]
-            if self._gap_check is not None:
-                self._check_gap(page.entries)
-            state = self._state.advanced([(e.id, e.timestamp_ns) for e in kept])
-            state = replace(state, api_cursor=api_cursor, strategy=self._strategy)
-            if kept or state != self._state:
-                inserted = await self._journal.commit_page(
-                    self.stream.name, [(e.id, e.timestamp_ns, e.raw) for e in kept], state
-                )
-                self.health.entries_fetched += inserted
-                self._metrics.entries_fetched.labels(self.stream.name).inc(inserted)
-                self._persisted_health_at = time.monotonic()
-            self._state = state
-            self.health.watermark_ns = state.watermark
-        finally:
-            if done is not None:
-                done.set()
+        async with receive:
+            async for page in receive:
+                group = [page]
+                while len(group) < PAGES_PER_COMMIT:
+                    try:
+                        group.append(receive.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                await self._commit(group, lower, None)
+
+    async def _commit(self, pages: list[Page], lower: int | None, api_cursor: str | None) -> None:
+        """Journal the pages' new entries and the advanced cursor in one transaction."""
+        kept = [
+            entry
+            for page in pages
+            for entry in page.entries
+            if lower is None or entry.timestamp_ns >= lower
+        ]
+        if self._gap_check is not None:
+            self._check_gap([entry for page in pages for entry in page.entries])
+        state = self._state.advanced([(e.id, e.timestamp_ns) for e in kept])
+        state = replace(state, api_cursor=api_cursor, strategy=self._strategy)
+        if kept or state != self._state:
+            inserted = await self._journal.commit_page(
+                self.stream.name, [(e.id, e.timestamp_ns, e.raw) for e in kept], state
+            )
+            self.health.entries_fetched += inserted
+            self._metrics.entries_fetched.labels(self.stream.name).inc(inserted)
+            self._persisted_health_at = time.monotonic()
+        self._state = state
+        self.health.watermark_ns = state.watermark
 
     # -- trouble -------------------------------------------------------------------------
 

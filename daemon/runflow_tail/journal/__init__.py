@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 PRUNE_INTERVAL = 10.0
+CHECKPOINT_INTERVAL = 1.0
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -43,6 +44,7 @@ class Journal:
         self.max_bytes = max_bytes
         self._dedup_window_ns = dedup_window_ns
         self._worker = anyio.CapacityLimiter(1)
+        self._reader = anyio.CapacityLimiter(1)
         self._appended = anyio.Event()
         self._delivered = anyio.Event()
         self.last_seq = 0
@@ -72,6 +74,12 @@ class Journal:
         """Run ``function`` in the journal's worker thread."""
         return await anyio.to_thread.run_sync(
             lambda: function(*args, **kwargs), limiter=self._worker
+        )
+
+    async def read(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a reader-connection ``function`` (``read_after``) in the reader's thread."""
+        return await anyio.to_thread.run_sync(
+            lambda: function(*args, **kwargs), limiter=self._reader
         )
 
     # -- polling side ------------------------------------------------------------------
@@ -124,6 +132,13 @@ class Journal:
                 self._full = False
                 return
             await self._delivered.wait()
+
+    async def maintain(self, interval: float = CHECKPOINT_INTERVAL) -> None:
+        """Run for the daemon's lifetime: checkpoint the WAL off the commit path, and prune."""
+        while True:
+            await anyio.sleep(interval)
+            await self.read(self.store.checkpoint)
+            await self.prune()
 
     # -- delivery side -----------------------------------------------------------------
 
