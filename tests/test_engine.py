@@ -331,3 +331,29 @@ async def test_idle_polls_do_not_wake_the_sinks(sandbox: SandboxHandle, tmp_path
         assert daemon.journal.last_seq == end
         assert daemon.deliveries[0].health.idle_at_seq == idle_at
         daemon.request_stop()
+
+
+async def test_quiet_polls_stop_re_reading_old_entries(
+    sandbox: SandboxHandle, tmp_path: Path
+) -> None:
+    """Once a cycle has read everything the API showed, later polls only look back `lookback`
+    from that moment, not from the newest entry: a quiet stream stops re-reading its last burst."""
+    from runflow_tail.daemon import Daemon, RunOptions
+
+    from runflow_tail.times import NS_PER_SECOND, now_ns
+
+    # a burst from 10 s ago: older than any lookback from now, newer than the stream's start
+    sandbox.world.generate(
+        600, timestamp_ns=now_ns() - 10 * NS_PER_SECOND, step_ms=1, full_run=False
+    )
+    output = tmp_path / "out.jsonl"
+    settings = settings_for(sandbox, tmp_path / "state", output, poll_interval=0.1, lookback=2)
+    daemon = Daemon(settings, tmp_path / "state", RunOptions(handle_signals=False))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(daemon.run)
+        await wait_for(lambda: count_lines(output) >= 600)
+        health = daemon.pollers[0].health
+        received, requests = health.items_received, health.requests
+        await wait_for(lambda: health.requests >= requests + 10)
+        assert health.items_received == received
+        daemon.request_stop()

@@ -8,9 +8,11 @@ reformatted. Every failure leaves as an ``ApiError`` (see ``errors``).
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -28,7 +30,7 @@ from .metrics import Metrics
 from .observability import get_logger
 from .pacing import RateLimiter
 from .settings import ApiSettings
-from .times import TimeValueError, parse_timestamp
+from .times import NS_PER_SECOND, TimeValueError, parse_timestamp
 
 SORT_ASCENDING = "timestamp:asc,id:asc"
 USER_AGENT = f"runflow-tail/{__version__}"
@@ -51,6 +53,9 @@ class Page:
     """Items the API returned, including any we could not journal (see ``invalid``)."""
     invalid: int = 0
     body_bytes: int = 0
+    seen_since_ns: int | None = None
+    """An API-clock instant no later than when this page was evaluated (from the response's
+    Date header, less the request's duration and the header's one-second resolution)."""
 
 
 class _PageBody(msgspec.Struct):
@@ -157,17 +162,20 @@ class RunflowClient:
             params["fields"] = ",".join(fields)
         if cursor is not None:
             params = self._follow(cursor, params)
-        body = await self._get(
+        started = time.monotonic()
+        body, headers = await self._exchange(
             f"/v1/runs/{run_id}/logs", params, what=f"fetching logs of run {run_id}"
         )
         try:
-            return parse_page(body)
+            page = parse_page(body)
         except msgspec.DecodeError as exc:
             raise ApiMalformedResponse(
                 f"fetching logs of run {run_id}: the API sent a body that is not a page of "
                 f"entries ({exc}; {len(body)} bytes)",
                 status=200,
             ) from exc
+        evaluated = _evaluated_no_later_than(headers.get("date"), time.monotonic() - started)
+        return replace(page, seen_since_ns=evaluated) if evaluated is not None else page
 
     async def get_json(self, path: str, *, what: str) -> Any:
         body = await self._get(path, {}, what=what)
@@ -199,6 +207,12 @@ class RunflowClient:
         return {**params, **found}
 
     async def _get(self, url: str, params: Mapping[str, str], *, what: str) -> bytes:
+        body, _ = await self._exchange(url, params, what=what)
+        return body
+
+    async def _exchange(
+        self, url: str, params: Mapping[str, str], *, what: str
+    ) -> tuple[bytes, httpx.Headers]:
         await self.limiter.acquire()
         self.requests_made += 1
         try:
@@ -216,7 +230,7 @@ class RunflowClient:
             ) from exc
         self._metrics.api_requests.labels(str(response.status_code)).inc()
         if response.is_success:
-            return body
+            return body, response.headers
         # A server or proxy that echoes the key must not carry it into our errors and logs.
         body = body.replace(self._key, b"[redacted]")
         error = classify_api_response(response.status_code, response.headers, body, what=what)
@@ -224,3 +238,19 @@ class RunflowClient:
             # The limit is per organization: every stream on this key waits.
             self.limiter.pause(error.retry_after or 1.0)
         raise error
+
+
+def _evaluated_no_later_than(date: str | None, duration: float) -> int | None:
+    """A lower bound for when the server evaluated a request, in the server's clock."""
+    if not date:
+        return None
+    try:
+        sent = email.utils.parsedate_to_datetime(date)
+    except (TypeError, ValueError):
+        return None
+    if sent.tzinfo is None:
+        return None
+    # The header has whole seconds and servers refresh it about once a second; the request
+    # itself took `duration`.
+    margin = 2.0 + duration
+    return int((sent.timestamp() - margin) * NS_PER_SECOND)

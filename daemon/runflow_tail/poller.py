@@ -54,6 +54,8 @@ class StreamHealth:
     """The problem is one a person must fix (bad key, filter, run): not worth waiting out."""
     started_monotonic: float = field(default_factory=time.monotonic)
     entries_fetched: int = 0
+    items_received: int = 0
+    """Items the API returned, re-reads included (what polling costs in transfer)."""
     requests: int = 0
     gaps_suspected: int = 0
     cursor_resets: int = 0
@@ -96,6 +98,7 @@ class Poller:
         self._range_form: RangeForm = "bare"
         self._strategy: str | None = None
         self._gap_check: tuple[str, int] | None = None
+        self._read_through_ns: int | None = None
         self._persisted_health_at = 0.0
         self._reported_problem: str | None = None
 
@@ -198,12 +201,15 @@ class Poller:
         # next request is out while earlier pages commit; when commits fall behind, the
         # committer takes every waiting page in one transaction (fewer, larger commits).
         send, receive = anyio.create_memory_object_stream[Page](PAGES_IN_FLIGHT)
+        first_evaluated: int | None = None
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._commit_pages, receive, lower)
                 async with send:
                     while True:
                         page = await self._fetch(query, cursor)
+                        if cursor is None:
+                            first_evaluated = page.seen_since_ns
                         await send.send(page)
                         if not self._is_full(page) or page.next_cursor is None:
                             break
@@ -212,6 +218,12 @@ class Poller:
             # One failure at a time is what the retry logic understands; the task group
             # only exists for pipelining.
             raise group.exceptions[0] from None
+        if first_evaluated is not None:
+            # Everything visible when this cycle began has been read, so an entry we have not
+            # seen became visible later, and (with lookback covering visibility delays) has a
+            # timestamp after this bound: the next cycle need not re-read older ones.
+            lookback_ns = int(self.stream.lookback * NS_PER_SECOND)
+            self._read_through_ns = first_evaluated - lookback_ns
         full_without_next = self._is_full(page) and page.next_cursor is None
         return full_without_next and self._state.watermark != start_watermark
 
@@ -230,7 +242,7 @@ class Poller:
 
     def _lower_bound(self) -> int | None:
         state = self._state
-        bounds = [b for b in (state.floor,) if b is not None]
+        bounds = [b for b in (state.floor, self._read_through_ns) if b is not None]
         if state.watermark is not None:
             bounds.append(state.watermark - int(self.stream.lookback * NS_PER_SECOND))
         return max(bounds) if bounds else None
@@ -265,6 +277,7 @@ class Poller:
                 await anyio.sleep(delay)
                 continue
             self._backoff.reset()
+            self.health.items_received += page.item_count
             # A long backlog is one long cycle: every good page counts as a good poll.
             self.health.last_success_monotonic = anyio.current_time()
             return page
