@@ -339,7 +339,6 @@ async def test_quiet_polls_stop_re_reading_old_entries(
     """Once a cycle has read everything the API showed, later polls only look back `lookback`
     from that moment, not from the newest entry: a quiet stream stops re-reading its last burst."""
     from runflow_tail.daemon import Daemon, RunOptions
-
     from runflow_tail.times import NS_PER_SECOND, now_ns
 
     # a burst from 10 s ago: older than any lookback from now, newer than the stream's start
