@@ -113,7 +113,8 @@ class AlertEngine:
         store = self._journal.store
         while True:
             seen = self._journal.last_seq
-            batch = await self._journal.run(
+            # The reader connection, like the deliveries: never blocked by a poller's commit.
+            batch = await self._journal.read(
                 store.read_after,
                 self.offset,
                 self._streams,
