@@ -405,3 +405,27 @@ async def test_a_rule_added_by_reload_starts_at_the_journal_end(
             tg.start_soon(daemon.run)
             tg.start_soon(script)
     assert runs_alerted(receiver, "pager", [old["id"], *new]) == {new[0]: 1}
+
+
+async def test_a_pending_digest_survives_a_restart(
+    sandbox: SandboxHandle, sandbox_client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """Stopped while a digest is collecting, the daemon sends it after the restart, with
+    every alert it had collected."""
+    failed = [(await play(sandbox_client, status_code="failed"))["id"] for _ in range(2)]
+    rule = {"name": "failed", "match": FAILED, "digest": "3s", "destinations": ["hook"]}
+    with running_alert_receiver() as receiver:
+        settings = alert_settings(sandbox, tmp_path, receiver, [rule])
+
+        async def collecting(daemon: Daemon) -> bool:
+            journal, engine = daemon.journal, daemon.alert_engine
+            if journal is None or engine is None or not await settled(daemon):
+                return False
+            return bool(await journal.run(journal.store.load_alert_state))
+
+        await run_until(settings, collecting)
+        assert receiver.requests == []
+        await run_until(settings, lambda d: bool(receiver.accepted("hook")))
+    (digest,) = [request.json() for request in receiver.accepted("hook")]
+    assert digest["kind"] == "digest" and digest["counts"]["alerts"] == 2
+    assert {item["run"]["id"] for item in digest["items"]} == set(failed)
