@@ -55,10 +55,19 @@ class AlertPoster:
 
     service = "alert destination"
 
-    def __init__(self, name: str, url: str, *, timeout: float, secrets: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        *,
+        timeout: float,
+        secrets: Sequence[str] = (),
+        url_is_secret: bool = True,
+    ) -> None:
         self.name = name
         self._url = url
-        self._secrets = tuple(s for s in (url, *secrets) if s)
+        # A chat webhook URL is its token; PagerDuty's endpoint is public, its key is not.
+        self._secrets = tuple(s for s in ((url if url_is_secret else ""), *secrets) if s)
         host = httpx.URL(url).host or "?"
         self.label = f"{self.service} ({host})"
         self._sent: OrderedDict[str, None] = OrderedDict()

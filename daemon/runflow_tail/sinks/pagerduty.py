@@ -60,7 +60,7 @@ class PagerDutySink(AlertPoster):
     service = "PagerDuty Events API"
 
     def __init__(self, name: str, url: str, routing_key: str, *, timeout: float, source: str):
-        super().__init__(name, url, timeout=timeout, secrets=(routing_key,))
+        super().__init__(name, url, timeout=timeout, secrets=(routing_key,), url_is_secret=False)
         self._routing_key = routing_key
         self._source = source
 
