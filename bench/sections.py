@@ -97,6 +97,10 @@ def _page_params(stats: dict[str, Any], fields: tuple[str, ...]) -> dict[str, st
     is exactly the first page's request.
     """
     for query in stats.get("recent_logs_queries", []):
+        # A parallel backfill's requests cover one time window each (timestamp<...);
+        # the reference walk must cover the whole backlog, as a sequential poller would.
+        if "timestamp<" in query.get("q", ""):
+            continue
         if query.get("pq") and query.get("limit") == str(PAGE_SIZE):
             return {key: value for key, value in query.items() if key != "pq"}
     params = {"limit": str(PAGE_SIZE), "sort_by": SORT}

@@ -356,3 +356,25 @@ async def test_quiet_polls_stop_re_reading_old_entries(
         await wait_for(lambda: health.requests >= requests + 10)
         assert health.items_received == received
         daemon.request_stop()
+
+
+async def test_far_behind_streams_backfill_in_parallel_windows_in_order(
+    sandbox: SandboxHandle, tmp_path: Path
+) -> None:
+    """A stream ten minutes behind fetches time windows in parallel (requests with an upper
+    bound on timestamp) and still journals every entry once, in order."""
+    from runflow_tail.times import NS_PER_SECOND, now_ns
+
+    sandbox.world.options = sandbox.world.options.updated({"latency": 0.02})
+    sandbox.world.generate(
+        3000, timestamp_ns=now_ns() - 600 * NS_PER_SECOND, step_ms=200, full_run=False
+    )
+    output = tmp_path / "out.jsonl"
+    settings = settings_for(
+        sandbox, tmp_path / "state", output, page_size=100, backfill_parallelism=6,
+        backfill_after=60,
+    )
+    await run_daemon_until(settings, lambda: count_lines(output) >= 3000)
+    assert [e["id"] for e in read_jsonl(output)] == sandbox_ids(sandbox)
+    queries = [q.get("q", "") for q in _stats(sandbox)["recent_logs_queries"]]
+    assert any("timestamp<" in q for q in queries)

@@ -422,6 +422,18 @@ class Filter:
         ]
         return max((bound for bound in bounds if bound is not None), default=None)
 
+    def timestamp_upper_bound(self, field: str = "timestamp") -> int | None:
+        """The smallest upper bound (epoch ns, inclusive) the top-level AND puts on ``field``;
+        like ``timestamp_lower_bound``, conservative: ``<X`` yields X."""
+        node = self._node
+        conjuncts = node.children if isinstance(node, _Chain) and node.keyword == "AND" else (node,)
+        bounds = [
+            part.literal.instant
+            for part in conjuncts
+            if isinstance(part, _Compare) and part.field == field and part.op in ("=", "<", "<=")
+        ]
+        return min((bound for bound in bounds if bound is not None), default=None)
+
     def has_range_on(self, field: str) -> bool:
         """Whether any comparison anywhere uses ``>``, ``<``, ``>=`` or ``<=`` on ``field``."""
         return any(c.field == field and c.op in _RANGE_OPS for c in _comparisons(self._node))

@@ -18,6 +18,7 @@ from typing import Literal
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from .backfill import backfill, windows_supported
 from .client import FetchedEntry, Page, RunflowClient
 from .errors import (
     ApiConfigurationError,
@@ -28,12 +29,12 @@ from .journal import CursorState, Journal
 from .metrics import Metrics
 from .observability import get_logger
 from .pacing import Backoff
+from .range_query import PROBE_FUTURE_NS, RangeForm, with_range
 from .settings import ApiSettings, StreamSettings
 from .times import NS_PER_SECOND, format_instant, parse_start
 
-RangeForm = Literal["bare", "quoted"]
 PERSIST_HEALTH_EVERY = 30.0
-PROBE_FUTURE_NS = 86_400 * NS_PER_SECOND
+ProbeAnswer = Literal["honoured", "ignored", "rejected"]
 PAGES_IN_FLIGHT = 4
 """Fetched pages waiting for their commit: bounds memory during a backlog."""
 PAGES_PER_COMMIT = 8
@@ -69,12 +70,6 @@ def query_fingerprint(stream: StreamSettings) -> str:
     return hashlib.sha256(f"{stream.run_id}\n{stream.query}".encode()).hexdigest()[:16]
 
 
-def with_range(query: str, lower_ns: int, form: RangeForm) -> str:
-    instant = format_instant(lower_ns)
-    clause = f'timestamp>="{instant}"' if form == "quoted" else f"timestamp>={instant}"
-    return f"({query}) AND {clause}" if query.strip() else clause
-
-
 class Poller:
     def __init__(
         self,
@@ -95,10 +90,11 @@ class Poller:
         self._journal = journal
         self._backoff = Backoff(api.backoff_initial, api.backoff_max)
         self._state = CursorState(fingerprint=query_fingerprint(stream))
-        self._range_form: RangeForm = "bare"
+        self.range_form: RangeForm = "bare"
         self._strategy: str | None = None
         self._gap_check: tuple[str, int] | None = None
         self._read_through_ns: int | None = None
+        self._windows_supported: bool | None = None
         self._persisted_health_at = 0.0
         self._reported_problem: str | None = None
 
@@ -164,26 +160,38 @@ class Poller:
         if self.stream.strategy != "auto":
             self.health.strategy = self.stream.strategy
             return self.stream.strategy
-        # The user's own filter first: if the API rejects it, that is the problem to
-        # report, not a reason to think ranges are unsupported.
-        await self._fetch(self.stream.query, None, limit=1)
-        future = time.time_ns() + PROBE_FUTURE_NS
+        if self.stream.query.strip():
+            # The user's own filter first: if the API rejects it, that is the problem to
+            # report, not a reason to think ranges are unsupported.
+            await self.fetch(self.stream.query, None, limit=1)
         chosen, reason = "cursor", "the API rejects range filters on timestamp"
+        future = time.time_ns() + PROBE_FUTURE_NS
         for form in ("bare", "quoted"):
-            try:
-                page = await self._fetch(with_range(self.stream.query, future, form), None, limit=1)
-            except ApiConfigurationError as exc:
-                if exc.status in (400, 422):
-                    continue
-                raise
-            if page.item_count == 0:
-                chosen, reason, self._range_form = "range", f"range filters work ({form})", form
-            else:
+            # A day ahead, a window holds nothing: any item means the filter was ignored.
+            answer = await self._probe(with_range(self.stream.query, future, form, future + 1))
+            if answer == "rejected":
+                answer = await self._probe(with_range(self.stream.query, future, form))
+                self._windows_supported = False
+            elif answer == "honoured":
+                self._windows_supported = True
+            if answer == "honoured":
+                chosen, reason, self.range_form = "range", f"range filters work ({form})", form
+                break
+            if answer == "ignored":
                 reason = "the API ignores range filters on timestamp"
-            break
+                break
         log.info("stream.strategy_chosen", stream=self.stream.name, strategy=chosen, reason=reason)
         self.health.strategy = chosen
         return chosen
+
+    async def _probe(self, query: str) -> ProbeAnswer:
+        try:
+            page = await self.fetch(query, None, limit=1)
+        except ApiConfigurationError as exc:
+            if exc.status in (400, 422):
+                return "rejected"
+            raise
+        return "honoured" if page.item_count == 0 else "ignored"
 
     # -- cycles --------------------------------------------------------------------------
 
@@ -191,10 +199,15 @@ class Poller:
         """Follow pages from the watermark until a short page; True if more is waiting."""
         start_watermark = self._state.watermark
         lower = self._lower_bound()
+        now = time.time_ns()
+        behind = int(self.stream.backfill_after * NS_PER_SECOND)
+        parallel = self.stream.backfill_parallelism > 1 and self._windows_supported is not False
+        if parallel and (lower is None or now - lower > behind):
+            return await self._backfill_cycle(lower, now, behind)
         query = (
             self.stream.query
             if lower is None
-            else with_range(self.stream.query, lower, self._range_form)
+            else with_range(self.stream.query, lower, self.range_form)
         )
         cursor: str | None = None
         # Pipelining: pages go to a committer task through a small bounded buffer, so the
@@ -204,41 +217,75 @@ class Poller:
         first_evaluated: int | None = None
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._commit_pages, receive, lower)
+                tg.start_soon(self.commit_pages, receive, lower)
                 async with send:
                     while True:
-                        page = await self._fetch(query, cursor)
+                        page = await self.fetch(query, cursor)
                         if cursor is None:
                             first_evaluated = page.seen_since_ns
                         await send.send(page)
-                        if not self._is_full(page) or page.next_cursor is None:
+                        if not self.is_full(page) or page.next_cursor is None:
                             break
                         cursor = page.next_cursor
         except BaseExceptionGroup as group:
             # One failure at a time is what the retry logic understands; the task group
             # only exists for pipelining.
             raise group.exceptions[0] from None
-        if first_evaluated is not None:
-            # Everything visible when this cycle began has been read, so an entry we have not
-            # seen became visible later, and (with lookback covering visibility delays) has a
-            # timestamp after this bound: the next cycle need not re-read older ones.
-            lookback_ns = int(self.stream.lookback * NS_PER_SECOND)
-            self._read_through_ns = first_evaluated - lookback_ns
-        full_without_next = self._is_full(page) and page.next_cursor is None
+        self._note_read_through(first_evaluated)
+        full_without_next = self.is_full(page) and page.next_cursor is None
         return full_without_next and self._state.watermark != start_watermark
 
     async def _cursor_cycle(self) -> bool:
         lower = self._lower_bound()
         cursor = self._state.api_cursor
         while True:
-            page = await self._fetch(self.stream.query, cursor)
+            page = await self.fetch(self.stream.query, cursor)
             await self._commit([page], lower, cursor)
-            if not self._is_full(page) or page.next_cursor is None:
+            if not self.is_full(page) or page.next_cursor is None:
                 if self._gap_check is not None:
                     self._finish_gap_check(found=False)
                 return False
             cursor = page.next_cursor
             self._state = replace(self._state, api_cursor=cursor)
+
+    async def _backfill_cycle(self, lower: int | None, now: int, behind: int) -> bool:
+        """Far behind: read one page, and if much more is waiting, fetch the rest in
+        parallel windows sized by that page's density (see backfill.py)."""
+        query = (
+            self.stream.query
+            if lower is None
+            else with_range(self.stream.query, lower, self.range_form)
+        )
+        first = await self.fetch(query, None)
+        await self._commit([first], lower, None)
+        if not self.is_full(first) or not first.entries:
+            self._note_read_through(first.seen_since_ns)
+            return False
+        last = first.entries[-1].timestamp_ns
+        begin = first.entries[0].timestamp_ns if lower is None else lower
+        if now - last <= behind:
+            return True  # close enough: the sequential cycle takes it from here
+        if self._windows_supported is None:
+            self._windows_supported = await windows_supported(self)
+            if not self._windows_supported:
+                log.info(
+                    "stream.backfill_unavailable",
+                    stream=self.stream.name,
+                    reason="the API ignores or rejects an upper bound on timestamp",
+                )
+                return True
+        evaluated = await backfill(self, last, now, width_ns=last - begin)
+        if evaluated is not None and first.seen_since_ns is not None:
+            self._note_read_through(min(evaluated, first.seen_since_ns))
+        return False
+
+    def _note_read_through(self, first_evaluated: int | None) -> None:
+        if first_evaluated is not None:
+            # Everything visible when this cycle began has been read, so an entry we have not
+            # seen became visible later, and (with lookback covering visibility delays) has a
+            # timestamp after this bound: the next cycle need not re-read older ones.
+            lookback_ns = int(self.stream.lookback * NS_PER_SECOND)
+            self._read_through_ns = first_evaluated - lookback_ns
 
     def _lower_bound(self) -> int | None:
         state = self._state
@@ -247,10 +294,10 @@ class Poller:
             bounds.append(state.watermark - int(self.stream.lookback * NS_PER_SECOND))
         return max(bounds) if bounds else None
 
-    def _is_full(self, page: Page) -> bool:
+    def is_full(self, page: Page) -> bool:
         return page.item_count >= self.stream.page_size
 
-    async def _fetch(self, query: str, cursor: str | None, *, limit: int | None = None) -> Page:
+    async def fetch(self, query: str, cursor: str | None, *, limit: int | None = None) -> Page:
         """One page; transient failures retry the same request (same cursor) after a backoff,
         so a flaky API slows a backlog down but never sends it back to the watermark."""
         while True:
@@ -282,7 +329,7 @@ class Poller:
             self.health.last_success_monotonic = anyio.current_time()
             return page
 
-    async def _commit_pages(
+    async def commit_pages(
         self, receive: MemoryObjectReceiveStream[Page], lower: int | None
     ) -> None:
         async with receive:

@@ -40,6 +40,8 @@ DEFAULT_SINK_NAME = "stdout"
 DEFAULT_MAX_JOURNAL_BYTES = 1024**3
 DEFAULT_DEDUP_WINDOW = 600.0
 DEFAULT_LISTEN = "127.0.0.1:9464"
+DEFAULT_BACKFILL_PARALLELISM = 16
+DEFAULT_BACKFILL_AFTER = 10.0
 
 _STREAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _RUN_ID = re.compile(r"any|[0-9A-Za-z][0-9A-Za-z_-]{0,127}")
@@ -128,6 +130,10 @@ class StreamSettings(FrozenModel):
     start_at: str = "now"
     lookback: Duration = DEFAULT_LOOKBACK
     strategy: Literal["auto", "range", "cursor"] = "auto"
+    backfill_parallelism: int = Field(DEFAULT_BACKFILL_PARALLELISM, ge=1, le=32)
+    """When far behind, fetch this many time slices at once (range strategy; 1 = never)."""
+    backfill_after: PositiveDuration = DEFAULT_BACKFILL_AFTER
+    """How far behind (watermark vs now) a stream must be to backfill in parallel."""
     sinks: tuple[str, ...] | None = None
 
     @field_validator("name")

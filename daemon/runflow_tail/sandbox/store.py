@@ -38,6 +38,8 @@ class EntryFilter(Protocol):
 
     def timestamp_lower_bound(self) -> int | None: ...
 
+    def timestamp_upper_bound(self) -> int | None: ...
+
 
 class Entry:
     """One log entry; ``head`` is its JSON without ``run``, which follows as shared bytes."""
@@ -275,6 +277,7 @@ class EntryStore:
         """One page of visible matches strictly beyond ``after`` (in sort order, or before
         it when ``backwards``), presented in sort order."""
         lower = entry_filter.timestamp_lower_bound() if entry_filter else None
+        upper = entry_filter.timestamp_upper_bound() if entry_filter else None
 
         def accept(entry: Entry) -> bool:
             if entry.visible_at > now or (run_id is not None and entry.run_id != run_id):
@@ -283,7 +286,7 @@ class EntryStore:
 
         if sort == DEFAULT_SORT or sort == tuple(SortKey(k.field, True) for k in DEFAULT_SORT):
             walk_list_forward = sort[0].descending == backwards
-            page = self._scan(accept, after, walk_list_forward, lower, limit)
+            page = self._scan(accept, after, walk_list_forward, lower, upper, limit)
         else:
             page = self._sorted(accept, sort, after, backwards, lower, limit)
         if backwards:
@@ -296,8 +299,10 @@ class EntryStore:
         after: list[Any] | None,
         forward: bool,
         lower: int | None,
+        upper: int | None,
         limit: int,
     ) -> Page:
+        # Like an index would: a bound on timestamp limits the scan, not just the matches.
         entries = self.entries
         found: list[Entry] = []
         if forward:
@@ -307,6 +312,8 @@ class EntryStore:
             if lower is not None:
                 start = max(start, bisect.bisect_left(entries, (lower, ""), key=_KEY))
             for index in range(start, len(entries)):
+                if upper is not None and entries[index].ts_ns > upper:
+                    break
                 if accept(entries[index]):
                     found.append(entries[index])
                     if len(found) > limit:
@@ -319,6 +326,8 @@ class EntryStore:
                 entry = entries[index]
                 if lower is not None and entry.ts_ns < lower:
                     break
+                if upper is not None and entry.ts_ns > upper:
+                    continue
                 if accept(entry):
                     found.append(entry)
                     if len(found) > limit:
