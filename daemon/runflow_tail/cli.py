@@ -121,7 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_cmd_demo)
 
     health = commands.add_parser(
-        "health", parents=[common], help="ask a running daemon whether it is ready (exit 0/1)",
+        "health",
+        parents=[common],
+        help="ask a running daemon whether it is ready (exit 0/1)",
         description="GET /readyz from a running daemon: print its answer, exit 0 when ready, "
         "1 when not (or unreachable). For Docker HEALTHCHECK and scripts.",
     )
