@@ -23,6 +23,8 @@ SECRET_KEYS = frozenset(
         "headers",
         "webhook_url",
         "routing_key",
+        "bearer_token",
+        "basic_password",
     }
 )
 MAY_HOLD_SECRETS = frozenset({"api", "sinks"})

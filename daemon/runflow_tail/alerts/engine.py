@@ -185,7 +185,7 @@ class AlertEngine:
             self.offset = offset
         if output.rows:
             self.alerts_written += len(output.rows)
-            _announce(self._journal, last_seq)
+            self._journal.announce(last_seq)
 
     def _rule(self, name: str) -> CompiledRule | None:
         return self._by_name.get(name)
@@ -382,15 +382,3 @@ def _lookup(data: Mapping[str, Any], path: str) -> Any:
     for part in path.split("."):
         value = value.get(part) if isinstance(value, Mapping) else None
     return value
-
-
-def _announce(journal: Journal, last_seq: int) -> None:
-    """Wake the deliveries waiting for new entries, as ``Journal.commit_page`` does.
-
-    The journal has no public way to announce entries that did not come from a poller;
-    this mirrors the three lines at the end of ``commit_page``.
-    """
-    if last_seq > journal.last_seq:
-        journal.last_seq = last_seq
-        journal._appended.set()
-        journal._appended = anyio.Event()

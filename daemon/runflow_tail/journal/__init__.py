@@ -90,11 +90,15 @@ class Journal:
         inserted, last_seq = await self.run(self.store.commit_page, stream, rows, state)
         # An upper estimate (re-reads may not have been inserted), exact again at each prune.
         self.size_bytes += sum(len(row[2]) for row in rows)
+        self.announce(last_seq)
+        return inserted
+
+    def announce(self, last_seq: int) -> None:
+        """Wake every consumer waiting for entries: ``last_seq`` has been committed."""
         if last_seq > self.last_seq:
             self.last_seq = last_seq
             self._appended.set()
             self._appended = anyio.Event()
-        return inserted
 
     async def wait_for_space(self) -> None:
         """Pause polling while the journal is at its size cap (the API keeps the data).
@@ -175,9 +179,16 @@ class Journal:
             log.debug("journal.pruned", entries=removed)
 
     def _everything_delivered(self) -> bool:
+        """Whether no subscriber has anything left in its own streams."""
         offsets = self.store.offsets()
-        sinks = {sink for subscribed in self._subscribers.values() for sink in subscribed}
-        return all(offsets.get(sink, 0) >= self.last_seq for sink in sinks)
+        streams_of: dict[str, list[str]] = {}
+        for stream, sinks in self._subscribers.items():
+            for sink in sinks:
+                streams_of.setdefault(sink, []).append(stream)
+        return all(
+            self.store.backlog(offsets.get(sink, 0), streams) == 0
+            for sink, streams in streams_of.items()
+        )
 
     def _prune_sync(self, *, under_pressure: bool = False) -> int:
         offsets = self.store.offsets()
