@@ -361,17 +361,21 @@ async def test_quiet_polls_stop_re_reading_old_entries(
 async def test_far_behind_streams_backfill_in_parallel_windows_in_order(
     sandbox: SandboxHandle, tmp_path: Path
 ) -> None:
-    """A stream ten minutes behind fetches time windows in parallel (requests with an upper
-    bound on timestamp) and still journals every entry once, in order."""
+    """A stream ten minutes behind a slow API fetches time windows in parallel (requests
+    with an upper bound on timestamp) and still journals every entry once, in order."""
     from runflow_tail.times import NS_PER_SECOND, now_ns
 
-    sandbox.world.options = sandbox.world.options.updated({"latency": 0.02})
+    sandbox.world.options = sandbox.world.options.updated({"latency": 0.05})
     sandbox.world.generate(
         3000, timestamp_ns=now_ns() - 600 * NS_PER_SECOND, step_ms=200, full_run=False
     )
     output = tmp_path / "out.jsonl"
     settings = settings_for(
-        sandbox, tmp_path / "state", output, page_size=100, backfill_parallelism=6,
+        sandbox,
+        tmp_path / "state",
+        output,
+        page_size=100,
+        backfill_parallelism=6,
         backfill_after=60,
     )
     await run_daemon_until(settings, lambda: count_lines(output) >= 3000)

@@ -5,13 +5,14 @@ that, not bandwidth, is the limit. When a stream's lower bound is more than
 ``backfill_after`` behind, the time from there to now is cut into consecutive windows
 (``timestamp>=a AND timestamp<b``, the last one open-ended), sized from the density of what
 was just read so that each holds about one page, and up to ``backfill_parallelism`` of
-them are fetched at once (each following its own page cursor). The shared rate limiter
+them (fewer when pages are large: the poller keeps the buffers within a memory budget) are
+fetched at once (each following its own page cursor). The shared rate limiter
 still spaces every request.
 
 Windows are committed strictly in order (window k's entries all precede window k+1's by
 timestamp), so the journal sees the same order as a sequential drain, and the watermark
 only moves over committed data: a crash loses nothing. Memory is bounded: at most
-``backfill_parallelism`` windows are open, each buffering at most ``PAGES_PER_WINDOW`` pages.
+``parallelism`` windows are open, each buffering at most ``PAGES_PER_WINDOW`` pages.
 """
 
 from __future__ import annotations
@@ -75,13 +76,14 @@ class _Windows:
             self.width = max(MIN_WINDOW_NS, span_ns * page_size * FILL // (entries * 100))
 
 
-async def backfill(poller: Poller, lower_ns: int, now_ns: int, width_ns: int) -> int | None:
+async def backfill(
+    poller: Poller, lower_ns: int, now_ns: int, width_ns: int, parallelism: int
+) -> int | None:
     """Fetch everything from ``lower_ns`` on in parallel windows; commit them in order.
 
     Returns the earliest ``seen_since_ns`` of the windows' first pages (what the poller
     may treat as read through), or None when a window's answer had no Date.
     """
-    parallelism = poller.stream.backfill_parallelism
     windows = _Windows(lower_ns, now_ns, width_ns * FILL // 100)
     log.info(
         "stream.backfill",

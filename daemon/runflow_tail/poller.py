@@ -10,15 +10,14 @@ checks whether the newest entry we had is still there (a gap check, logged and c
 
 from __future__ import annotations
 
-import hashlib
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Literal
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from .backfill import backfill, windows_supported
+from .backfill import PAGES_PER_WINDOW, backfill, windows_supported
 from .client import FetchedEntry, Page, RunflowClient
 from .errors import (
     ApiConfigurationError,
@@ -31,43 +30,20 @@ from .observability import get_logger
 from .pacing import Backoff
 from .range_query import PROBE_FUTURE_NS, RangeForm, with_range
 from .settings import ApiSettings, StreamSettings
+from .stream_health import StreamHealth, query_fingerprint
 from .times import NS_PER_SECOND, format_instant, parse_start
 
 PERSIST_HEALTH_EVERY = 30.0
 ProbeAnswer = Literal["honoured", "ignored", "rejected"]
 PAGES_IN_FLIGHT = 4
+BACKFILL_MIN_ROUND_TRIP = 0.025
+BACKFILL_MEMORY = 32 * 1024 * 1024
 """Fetched pages waiting for their commit: bounds memory during a backlog."""
 PAGES_PER_COMMIT = 8
+COMMIT_BYTES = 4 * 1024 * 1024
+"""A group commit stops growing at this many bytes of pages (bounded memory)."""
 
 log = get_logger(__name__)
-
-
-@dataclass
-class StreamHealth:
-    """What the poller knows about its stream right now (for status, readiness, metrics)."""
-
-    name: str
-    strategy: str | None = None
-    last_success_monotonic: float | None = None
-    last_success_at: float | None = None
-    problem: str | None = None
-    blocked: bool = False
-    """The problem is one a person must fix (bad key, filter, run): not worth waiting out."""
-    started_monotonic: float = field(default_factory=time.monotonic)
-    entries_fetched: int = 0
-    items_received: int = 0
-    """Items the API returned, re-reads included (what polling costs in transfer)."""
-    requests: int = 0
-    gaps_suspected: int = 0
-    cursor_resets: int = 0
-    watermark_ns: int | None = None
-    first_poll_done: anyio.Event = field(default_factory=anyio.Event)
-    caught_up: anyio.Event = field(default_factory=anyio.Event)
-    """Set once a cycle has reached the end of what the API shows."""
-
-
-def query_fingerprint(stream: StreamSettings) -> str:
-    return hashlib.sha256(f"{stream.run_id}\n{stream.query}".encode()).hexdigest()[:16]
 
 
 class Poller:
@@ -95,6 +71,10 @@ class Poller:
         self._gap_check: tuple[str, int] | None = None
         self._read_through_ns: int | None = None
         self._windows_supported: bool | None = None
+        self._round_trip = 0.0
+        self._commit_time = 0.0
+        """Seconds to commit one page, smoothed."""
+        """Seconds per page request, smoothed: parallel backfill pays only when it is high."""
         self._persisted_health_at = 0.0
         self._reported_problem: str | None = None
 
@@ -199,39 +179,32 @@ class Poller:
         """Follow pages from the watermark until a short page; True if more is waiting."""
         start_watermark = self._state.watermark
         lower = self._lower_bound()
-        now = time.time_ns()
-        behind = int(self.stream.backfill_after * NS_PER_SECOND)
-        parallel = self.stream.backfill_parallelism > 1 and self._windows_supported is not False
-        if parallel and (lower is None or now - lower > behind):
-            return await self._backfill_cycle(lower, now, behind)
         query = (
             self.stream.query
             if lower is None
             else with_range(self.stream.query, lower, self.range_form)
         )
-        cursor: str | None = None
+        first = await self.fetch(query, None)
+        if await self._backfilled(first, lower):
+            return False
         # Pipelining: pages go to a committer task through a small bounded buffer, so the
         # next request is out while earlier pages commit; when commits fall behind, the
         # committer takes every waiting page in one transaction (fewer, larger commits).
         send, receive = anyio.create_memory_object_stream[Page](PAGES_IN_FLIGHT)
-        first_evaluated: int | None = None
+        page = first
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self.commit_pages, receive, lower)
                 async with send:
-                    while True:
-                        page = await self.fetch(query, cursor)
-                        if cursor is None:
-                            first_evaluated = page.seen_since_ns
+                    await send.send(page)
+                    while self.is_full(page) and page.next_cursor is not None:
+                        page = await self.fetch(query, page.next_cursor)
                         await send.send(page)
-                        if not self.is_full(page) or page.next_cursor is None:
-                            break
-                        cursor = page.next_cursor
         except BaseExceptionGroup as group:
             # One failure at a time is what the retry logic understands; the task group
             # only exists for pipelining.
             raise group.exceptions[0] from None
-        self._note_read_through(first_evaluated)
+        self._note_read_through(first.seen_since_ns)
         full_without_next = self.is_full(page) and page.next_cursor is None
         return full_without_next and self._state.watermark != start_watermark
 
@@ -248,36 +221,40 @@ class Poller:
             cursor = page.next_cursor
             self._state = replace(self._state, api_cursor=cursor)
 
-    async def _backfill_cycle(self, lower: int | None, now: int, behind: int) -> bool:
-        """Far behind: read one page, and if much more is waiting, fetch the rest in
-        parallel windows sized by that page's density (see backfill.py)."""
-        query = (
-            self.stream.query
-            if lower is None
-            else with_range(self.stream.query, lower, self.range_form)
-        )
-        first = await self.fetch(query, None)
-        await self._commit([first], lower, None)
-        if not self.is_full(first) or not first.entries:
-            self._note_read_through(first.seen_since_ns)
+    async def _backfilled(self, first: Page, lower: int | None) -> bool:
+        """Far behind a slow API: commit ``first`` and fetch the rest of the backlog in
+        parallel windows sized by its density (backfill.py). False: go on sequentially."""
+        stream = self.stream
+        if stream.backfill_parallelism < 2 or self._windows_supported is False:
             return False
+        if not self.is_full(first) or first.next_cursor is None or not first.entries:
+            return False
+        now = time.time_ns()
         last = first.entries[-1].timestamp_ns
-        begin = first.entries[0].timestamp_ns if lower is None else lower
-        if now - last <= behind:
-            return True  # close enough: the sequential cycle takes it from here
+        if now - last <= int(stream.backfill_after * NS_PER_SECOND):
+            return False
+        # Parallel fetching pays only when waiting for the API, not committing, is the
+        # bottleneck (a fast API on a slow disk gains nothing from more requests).
+        if self._round_trip < max(BACKFILL_MIN_ROUND_TRIP, 2 * self._commit_time):
+            return False
         if self._windows_supported is None:
             self._windows_supported = await windows_supported(self)
             if not self._windows_supported:
                 log.info(
                     "stream.backfill_unavailable",
-                    stream=self.stream.name,
+                    stream=stream.name,
                     reason="the API ignores or rejects an upper bound on timestamp",
                 )
-                return True
-        evaluated = await backfill(self, last, now, width_ns=last - begin)
+                return False
+        await self._commit([first], lower, None)
+        begin = first.entries[0].timestamp_ns if lower is None else lower
+        # Bounded memory: every open window may hold a few pages of this size.
+        per_window = (PAGES_PER_WINDOW + 1) * max(1, first.body_bytes)
+        parallelism = max(1, min(stream.backfill_parallelism, BACKFILL_MEMORY // per_window))
+        evaluated = await backfill(self, last, now, last - begin, parallelism)
         if evaluated is not None and first.seen_since_ns is not None:
             self._note_read_through(min(evaluated, first.seen_since_ns))
-        return False
+        return True
 
     def _note_read_through(self, first_evaluated: int | None) -> None:
         if first_evaluated is not None:
@@ -303,6 +280,7 @@ class Poller:
         while True:
             await self._journal.wait_for_space()
             self.health.requests += 1
+            sent = time.monotonic()
             try:
                 page = await self._client.fetch_logs(
                     self.stream.run_id,
@@ -324,6 +302,7 @@ class Poller:
                 await anyio.sleep(delay)
                 continue
             self._backoff.reset()
+            self._round_trip = _smoothed(self._round_trip, time.monotonic() - sent)
             self.health.items_received += page.item_count
             # A long backlog is one long cycle: every good page counts as a good poll.
             self.health.last_success_monotonic = anyio.current_time()
@@ -335,11 +314,13 @@ class Poller:
         async with receive:
             async for page in receive:
                 group = [page]
-                while len(group) < PAGES_PER_COMMIT:
+                size = page.body_bytes
+                while len(group) < PAGES_PER_COMMIT and size < COMMIT_BYTES:
                     try:
                         group.append(receive.receive_nowait())
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
+                    size += group[-1].body_bytes
                 await self._commit(group, lower, None)
 
     async def _commit(self, pages: list[Page], lower: int | None, api_cursor: str | None) -> None:
@@ -355,8 +336,13 @@ class Poller:
         state = self._state.advanced([(e.id, e.timestamp_ns) for e in kept])
         state = replace(state, api_cursor=api_cursor, strategy=self._strategy)
         if kept or state != self._state:
+            started = time.monotonic()
             inserted = await self._journal.commit_page(
                 self.stream.name, [(e.id, e.timestamp_ns, e.raw) for e in kept], state
+            )
+            took = (time.monotonic() - started) / max(1, len(pages))
+            self._commit_time = (
+                took if not self._commit_time else 0.8 * self._commit_time + 0.2 * took
             )
             self.health.entries_fetched += inserted
             self._metrics.entries_fetched.labels(self.stream.name).inc(inserted)
@@ -441,6 +427,11 @@ class Poller:
             await self._journal.run(self._journal.store.save_cursor, self.stream.name, self._state)
             self._persisted_health_at = time.monotonic()
         self.health.first_poll_done.set()
+
+
+def _smoothed(average: float, sample: float) -> float:
+    """An exponentially weighted average that starts at its first sample."""
+    return sample if not average else 0.8 * average + 0.2 * sample
 
 
 def _show(ns: int | None) -> str | None:

@@ -17,8 +17,9 @@ import anyio
 
 from ..observability import get_logger
 from ..times import NS_PER_SECOND
+from .dead_letters import DeadLetter
 from .lock import StateDirLock, is_locked
-from .store import JOURNAL_NAME, CursorState, DeadLetter, JournalStore
+from .store import JOURNAL_NAME, CursorState, JournalStore
 
 __all__ = [
     "JOURNAL_NAME",

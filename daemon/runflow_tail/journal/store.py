@@ -2,7 +2,8 @@
 
 Tables: ``entries`` (every fetched entry, bytes as received, ``UNIQUE(stream, id)``),
 ``cursors`` (per stream: watermark, strategy, API cursor, query fingerprint, health),
-``sink_offsets`` (per sink: the last ``seq`` delivered) and ``dead_letters``.
+``sink_offsets`` (per sink: the last ``seq`` delivered), ``dead_letters``
+(dead_letters.py) and ``alert_state`` (alert_state.py).
 ``seq`` is AUTOINCREMENT so it never goes backwards, even after retention empties the table.
 """
 
@@ -15,10 +16,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import msgspec
-
 from ..errors import JournalUnreadable
 from ..models import Entry
+from .alert_state import AlertStateStore
+from .dead_letters import DeadLetterStore
 
 JOURNAL_NAME = "journal.sqlite3"
 WRITER_AUTOCHECKPOINT_PAGES = 16384
@@ -82,7 +83,7 @@ _MIGRATIONS: dict[int, str] = {
 
 def _tune(db: sqlite3.Connection) -> None:
     # The UNIQUE(stream, id) index takes random UUIDs: keep its hot pages in memory.
-    db.execute("PRAGMA cache_size=-16384")
+    db.execute("PRAGMA cache_size=-8192")
     db.execute("PRAGMA temp_store=MEMORY")
 
 
@@ -116,18 +117,7 @@ class CursorState:
         return replace(self, watermark=newest, last_id=last_id)
 
 
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    id: int
-    sink: str
-    first_seq: int
-    last_seq: int
-    reason: str
-    created_at: float
-    entries: list[Entry]
-
-
-class JournalStore:
+class JournalStore(DeadLetterStore, AlertStateStore):
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
@@ -358,46 +348,6 @@ class JournalStore:
         ).fetchone()
         return int(row[0])
 
-    # -- dead letters ------------------------------------------------------------------
-
-    def dead_letter(self, sink: str, batch: Sequence[Entry], reason: str, end: int) -> None:
-        """Keep a batch the sink refused, and move the sink to ``end``, in one transaction."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            self.add_dead_letter(sink, batch, reason)
-            self.set_offset(sink, end)
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-
-    def add_dead_letter(self, sink: str, batch: Sequence[Entry], reason: str) -> None:
-        payload = msgspec.msgpack.encode(
-            [(e.seq, e.stream, e.id, e.timestamp_ns, e.raw) for e in batch]
-        )
-        self._db.execute(
-            "INSERT INTO dead_letters (sink, first_seq, last_seq, reason, created_at, entries) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (sink, batch[0].seq, batch[-1].seq, reason, time.time(), payload),
-        )
-
-    def dead_letters(self, sink: str) -> list[DeadLetter]:
-        rows = self._db.execute(
-            "SELECT id, sink, first_seq, last_seq, reason, created_at, entries "
-            "FROM dead_letters WHERE sink = ? ORDER BY id",
-            (sink,),
-        ).fetchall()
-        return [
-            DeadLetter(row[0], row[1], row[2], row[3], row[4], row[5], _decode_dead_entries(row[6]))
-            for row in rows
-        ]
-
-    def delete_dead_letter(self, letter_id: int) -> None:
-        self._db.execute("DELETE FROM dead_letters WHERE id = ?", (letter_id,))
-
-    def count_dead_letters(self) -> dict[str, int]:
-        return dict(self._db.execute("SELECT sink, count(*) FROM dead_letters GROUP BY sink"))
-
     def read_range(
         self,
         streams: Sequence[str],
@@ -440,78 +390,3 @@ class JournalStore:
 
     def entries_count(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM entries").fetchone()[0])
-
-    # -- alerts: the alert engine's output, offset and rule state ----------------------
-
-    def load_alert_state(self) -> dict[tuple[str, str], bytes]:
-        rows = self._db.execute("SELECT rule, group_key, state FROM alert_state").fetchall()
-        return {(row[0], row[1]): bytes(row[2]) for row in rows}
-
-    def commit_alerts(
-        self,
-        consumer: str,
-        offset: int | None,
-        rows: Sequence[tuple[str, str, int, bytes]],
-        upserts: Sequence[tuple[str, str, bytes]],
-        deletes: Sequence[tuple[str, str]],
-    ) -> int:
-        """In one transaction: new alert entries ``(stream, id, ts, raw)``, the engine's
-        offset (unless None) and its changed rule state. Returns the highest seq.
-
-        Because output, offset and state commit together, a restart neither sends an alert
-        twice nor forgets a cooldown or an open incident.
-        """
-        now = time.time()
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            self._db.executemany(
-                "INSERT OR IGNORE INTO entries (stream, id, ts, raw) VALUES (?, ?, ?, ?)", rows
-            )
-            if offset is not None:
-                self.set_offset(consumer, offset)
-            self._db.executemany(
-                "INSERT INTO alert_state (rule, group_key, state, updated_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (rule, group_key) DO UPDATE SET state = excluded.state, "
-                "updated_at = excluded.updated_at",
-                [(rule, group, state, now) for rule, group, state in upserts],
-            )
-            self._db.executemany(
-                "DELETE FROM alert_state WHERE rule = ? AND group_key = ?", deletes
-            )
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        return self.max_seq()
-
-    def forget_alert_rules(self, keep: Iterable[str]) -> int:
-        """Drop the state of rules no longer configured."""
-        kept = list(keep)
-        marks = ",".join("?" * len(kept))
-        where = f"WHERE rule NOT IN ({marks})" if kept else ""
-        cursor = self._db.execute(f"DELETE FROM alert_state {where}", kept)  # noqa: S608
-        return cursor.rowcount
-
-    def forget_consumer(self, consumer: str) -> None:
-        """Forget a consumer's offset, so that it starts at the journal's end when it returns."""
-        self._db.execute("DELETE FROM sink_offsets WHERE sink = ?", (consumer,))
-
-    def prune_alert_entries(self, readers: Iterable[tuple[str, str]], older_than_ns: int) -> int:
-        """Drop alert entries their destination (``(stream, sink)`` pairs) has passed.
-
-        Alert streams have no cursor, so the journal's retention never looks at them.
-        """
-        removed = 0
-        for stream, sink in readers:
-            cursor = self._db.execute(
-                "DELETE FROM entries WHERE stream = ? AND ts < ? AND seq <= "
-                "(SELECT offset FROM sink_offsets WHERE sink = ?)",
-                (stream, older_than_ns, sink),
-            )
-            removed += cursor.rowcount
-        return removed
-
-
-def _decode_dead_entries(payload: bytes) -> list[Entry]:
-    rows = msgspec.msgpack.decode(payload, type=list[tuple[int, str, str, int, bytes]])
-    return [Entry(*row) for row in rows]
