@@ -73,32 +73,36 @@ class Receiver:
 
 
 @contextlib.contextmanager
-def running_receiver(receiver: Receiver | None = None) -> Iterator[Receiver]:
-    receiver = receiver or Receiver()
-    app = Starlette(routes=[Route("/hook", receiver._handle, methods=["POST"])])
+def serving(app: Starlette) -> Iterator[str]:
+    """Serve ``app`` on a free loopback port in a background thread; yields its base URL."""
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
     started = threading.Event()
+    address: list[str] = []
 
     class _Server(uvicorn.Server):
         async def startup(self, sockets: Any = None) -> None:
             await super().startup(sockets=sockets)
-            port = self.servers[0].sockets[0].getsockname()[1]
-            receiver.url = f"http://127.0.0.1:{port}/hook"
+            address.append(f"http://127.0.0.1:{self.servers[0].sockets[0].getsockname()[1]}")
             started.set()
 
     server = _Server(config)
-
-    async def serve() -> None:
-        await server.serve()
-
     with anyio.from_thread.start_blocking_portal() as portal:
-        future = portal.start_task_soon(serve)
+        future = portal.start_task_soon(server.serve)
         started.wait(timeout=30)
         try:
-            yield receiver
+            yield address[0]
         finally:
             server.should_exit = True
             future.result(timeout=30)
+
+
+@contextlib.contextmanager
+def running_receiver(receiver: Receiver | None = None) -> Iterator[Receiver]:
+    receiver = receiver or Receiver()
+    app = Starlette(routes=[Route("/hook", receiver._handle, methods=["POST"])])
+    with serving(app) as base_url:
+        receiver.url = f"{base_url}/hook"
+        yield receiver
 
 
 # -- alert destinations ------------------------------------------------------------------
@@ -349,22 +353,6 @@ class AlertReceiver:
 def running_alert_receiver(receiver: AlertReceiver | None = None) -> Iterator[AlertReceiver]:
     receiver = receiver or AlertReceiver()
     app = Starlette(routes=[Route("/{path}", receiver._handle, methods=["POST"])])
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    started = threading.Event()
-
-    class _Server(uvicorn.Server):
-        async def startup(self, sockets: Any = None) -> None:
-            await super().startup(sockets=sockets)
-            port = self.servers[0].sockets[0].getsockname()[1]
-            receiver.base_url = f"http://127.0.0.1:{port}"
-            started.set()
-
-    server = _Server(config)
-    with anyio.from_thread.start_blocking_portal() as portal:
-        future = portal.start_task_soon(server.serve)
-        started.wait(timeout=30)
-        try:
-            yield receiver
-        finally:
-            server.should_exit = True
-            future.result(timeout=30)
+    with serving(app) as base_url:
+        receiver.base_url = base_url
+        yield receiver
