@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+import time
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from runflow_tail.times import (
     NS_PER_SECOND,
     TimeValueError,
@@ -13,6 +16,7 @@ from runflow_tail.times import (
     parse_duration,
     parse_instant,
     parse_start,
+    parse_timestamp,
     validate_start,
 )
 
@@ -248,3 +252,19 @@ def test_parse_start_rejects_other_text(text: str) -> None:
 def test_validate_start_strips_and_accepts_without_a_clock() -> None:
     """validate_start checks a value without resolving it and returns it stripped."""
     assert validate_start("  -15m ") == "-15m"
+
+
+@given(
+    st.integers(min_value=0, max_value=4_102_444_799),
+    st.integers(min_value=0, max_value=999_999_999),
+    st.integers(min_value=0, max_value=9),
+    st.sampled_from(["Z", "z", "+00:00", "-05:30", "+14:00", "+0530"]),
+)
+def test_the_fast_timestamp_parser_agrees_with_the_full_one(
+    seconds: int, nanos: int, digits: int, zone: str
+) -> None:
+    """parse_timestamp (the per-entry fast path) equals parse_instant on every shape it takes."""
+    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    fraction = f".{nanos:09d}"[: digits + 1] if digits else ""
+    text = base + fraction + zone
+    assert parse_timestamp(text) == parse_instant(text)
