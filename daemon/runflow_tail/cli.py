@@ -59,7 +59,7 @@ def _common(with_config: bool = True) -> _Parser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .sandbox import add_sandbox_arguments
+    from .sandbox.arguments import add_sandbox_arguments
 
     parser = _Parser(
         prog="runflow-tail",
