@@ -385,3 +385,20 @@ def test_entry_timestamps_compare_by_instant_in_every_shape(value: str) -> None:
     assert parse_filter(f"timestamp={canonical}").matches({"timestamp": value})
     assert not parse_filter(f"timestamp>{canonical}").matches({"timestamp": value})
     assert parse_filter(f"timestamp<={canonical}").matches({"timestamp": value})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("timestamp<2026-01-01T00:00:01Z", "2026-01-01T00:00:01Z"),
+        ("timestamp>=2026-01-01 AND timestamp<=2026-01-02", "2026-01-02"),
+        ("timestamp<2026-01-03 AND timestamp<2026-01-02", "2026-01-02"),
+        ("timestamp<2026-01-02 OR level_code:error", None),
+        ("NOT timestamp<2026-01-02", None),
+        ("timestamp>2026-01-02", None),
+    ],
+)
+def test_timestamp_upper_bound(text: str, expected: str | None) -> None:
+    """Only a top-level AND conjunct bounds timestamp from above; the smallest bound wins."""
+    bound = parse_filter(text).timestamp_upper_bound()
+    assert bound == (parse_instant(expected) if expected else None)

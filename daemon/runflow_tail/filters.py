@@ -413,26 +413,24 @@ class Filter:
         exclude matching entries. ``>X`` yields X, not X+1, to stay conservative. The bound
         holds for entries whose ``field`` is an instant string (what a sorted index holds).
         """
-        node = self._node
-        conjuncts = node.children if isinstance(node, _Chain) and node.keyword == "AND" else (node,)
-        bounds = [
-            part.literal.instant
-            for part in conjuncts
-            if isinstance(part, _Compare) and part.field == field and part.op in ("=", ">", ">=")
-        ]
-        return max((bound for bound in bounds if bound is not None), default=None)
+        return max(self._instants(field, ("=", ">", ">=")), default=None)
 
     def timestamp_upper_bound(self, field: str = "timestamp") -> int | None:
         """The smallest upper bound (epoch ns, inclusive) the top-level AND puts on ``field``;
         like ``timestamp_lower_bound``, conservative: ``<X`` yields X."""
+        return min(self._instants(field, ("=", "<", "<=")), default=None)
+
+    def _instants(self, field: str, ops: tuple[str, ...]) -> list[int]:
         node = self._node
         conjuncts = node.children if isinstance(node, _Chain) and node.keyword == "AND" else (node,)
-        bounds = [
+        return [
             part.literal.instant
             for part in conjuncts
-            if isinstance(part, _Compare) and part.field == field and part.op in ("=", "<", "<=")
+            if isinstance(part, _Compare)
+            and part.field == field
+            and part.op in ops
+            and part.literal.instant is not None
         ]
-        return min((bound for bound in bounds if bound is not None), default=None)
 
     def has_range_on(self, field: str) -> bool:
         """Whether any comparison anywhere uses ``>``, ``<``, ``>=`` or ``<=`` on ``field``."""
