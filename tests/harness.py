@@ -165,6 +165,14 @@ def sandbox_ids(sandbox: Any, query: str = "") -> list[str]:
     ]
 
 
+def settled_ids(sandbox: Any) -> list[str]:
+    """Stop the sandbox's simulator, wait until no simulated run has entries still to
+    come, and return every entry id in (timestamp, id) order."""
+    sandbox.patch_options(world_rate=0.0)
+    wait_for_sync(lambda: sandbox.stats()["runs_playing"] == 0, timeout=60)
+    return sandbox_ids(sandbox)
+
+
 class DaemonProcess:
     """``runflow-tail run`` as a real subprocess, its stderr captured to a file."""
 

@@ -19,6 +19,7 @@ from tests.harness import (
     daemon_process,
     read_jsonl,
     sandbox_ids,
+    settled_ids,
     wait_for_sync,
 )
 
@@ -78,36 +79,13 @@ def test_eight_sigkills_lose_nothing_and_double_nothing(
             daemon.kill()
     sandbox_thread.patch_options(world_rate=0.0)
     with daemon_process(config, log, env=_env(sandbox_thread)) as daemon:
-        expected = _settled_ids(sandbox_thread)
+        expected = settled_ids(sandbox_thread)
         wait_for_sync(lambda: count_lines(output) >= len(expected), timeout=60)
         assert daemon.terminate() == 0
     lines = output.read_bytes().splitlines()
     ids = [json.loads(line)["id"] for line in lines]
     assert [entry_id for entry_id, n in Counter(ids).items() if n > 1] == []
     assert set(ids) == set(expected)
-
-
-def _settled_ids(sandbox: SandboxThread) -> list[str]:
-    """The sandbox's entries once the simulator has stopped and in-flight runs ended."""
-    # Runs still in progress keep writing for a few seconds after world_rate drops to 0.
-    previous: list[str] = []
-
-    def stable() -> bool:
-        nonlocal previous
-        current = sandbox_ids(sandbox)
-        same = current == previous and sandbox.stats()["entries_total"] == len(current)
-        previous = current
-        return same and _no_running_runs(sandbox)
-
-    wait_for_sync(stable, timeout=60)
-    return previous
-
-
-def _no_running_runs(sandbox: SandboxThread) -> bool:
-    return all(
-        run.doc.get("status_code") not in ("queued", "dispatching", "running")
-        for run in list(sandbox.world.runs.values())
-    )
 
 
 def test_a_corrupt_journal_stops_the_daemon_with_a_clear_message(

@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 from runflow_tail.sandbox import SandboxThread
 
-from tests.harness import config_toml, count_lines, read_jsonl, sandbox_ids, wait_for_sync
+from tests.harness import (
+    config_toml,
+    count_lines,
+    read_jsonl,
+    sandbox_ids,
+    settled_ids,
+    wait_for_sync,
+)
 from tests.receivers import Receiver, running_receiver
 
 pytestmark = pytest.mark.slow
@@ -38,20 +45,6 @@ def _start(config: Path, log: Path, **popen: object) -> subprocess.Popen[bytes]:
 def _since(ids: list[str], first: str) -> list[str]:
     """The ids from ``first`` on: what a stream that started at ``now`` should deliver."""
     return ids[ids.index(first) :]
-
-
-def _settle(sandbox: SandboxThread) -> list[str]:
-    """Stop the world and wait for running runs to end; return every entry id."""
-    sandbox.patch_options(world_rate=0.0)
-
-    def ended() -> bool:
-        return all(
-            run.doc.get("status_code") not in ("queued", "dispatching", "running")
-            for run in list(sandbox.world.runs.values())
-        )
-
-    wait_for_sync(ended, timeout=30)
-    return sandbox_ids(sandbox)
 
 
 @pytest.mark.parametrize("sandbox_thread", [LIVE_WORLD], indirect=True)
@@ -91,7 +84,7 @@ def test_a_webhook_outage_holds_back_nothing_else_and_loses_nothing(
                 time.sleep(2)  # pacing the checks through the outage, not synchronising
             assert not receiver.delivered() and len(receiver.requests) >= 5
             receiver.set(200)
-            expected = _since(_settle(sandbox_thread), first)
+            expected = _since(settled_ids(sandbox_thread), first)
             wait_for_sync(lambda: len(receiver.delivered_ids()) >= len(expected), timeout=60)
         finally:
             daemon.send_signal(signal.SIGTERM)
@@ -125,7 +118,7 @@ def test_logrotate_create_and_copytruncate_with_sighup_lose_and_double_nothing(
         wait_for_sync(lambda: count_lines(output) >= 20)
         # copytruncate copies and then truncates; entries written between those two steps
         # are lost by design of that mode, so do it while the daemon has nothing to write
-        caught_up = _since(_settle(sandbox_thread), first)
+        caught_up = _since(settled_ids(sandbox_thread), first)
         wait_for_sync(lambda: _all_ids(tmp_path) >= set(caught_up))
         shutil.copyfile(output, tmp_path / "out.jsonl.2")
         with output.open("r+b") as handle:
@@ -133,7 +126,7 @@ def test_logrotate_create_and_copytruncate_with_sighup_lose_and_double_nothing(
         daemon.send_signal(signal.SIGHUP)
         sandbox_thread.patch_options(world_rate=6.0)
         wait_for_sync(lambda: count_lines(output) >= 20)
-        expected = _since(_settle(sandbox_thread), first)
+        expected = _since(settled_ids(sandbox_thread), first)
         wait_for_sync(lambda: _all_ids(tmp_path) >= set(expected))
     finally:
         daemon.send_signal(signal.SIGTERM)
@@ -188,7 +181,7 @@ def test_a_full_disk_stalls_the_file_sink_only_and_it_recovers_without_loss(
             wait_for_sync(lambda: len(receiver.delivered_ids()) > delivered + 20, timeout=30)
             assert count_lines(output) == stalled_at
             resource.prlimit(daemon.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
-            expected = _since(_settle(sandbox_thread), first)
+            expected = _since(settled_ids(sandbox_thread), first)
             wait_for_sync(lambda: count_lines(output) - before >= len(expected), timeout=60)
         finally:
             daemon.send_signal(signal.SIGTERM)

@@ -226,11 +226,17 @@ async def run_world(world: World) -> None:
                 # Polling keeps the rate changeable at runtime without any wiring.
                 await anyio.sleep(_IDLE_RECHECK_SECONDS)
                 continue
+            world.runs_playing += 1
             runs.start_soon(_play_live, world)
             await anyio.sleep(world.rng.expovariate(rate))
 
 
 async def _play_live(world: World) -> None:
-    run = world.start_run()
-    for delay in run_script(world, run, pick_outcome(world), world.now):
-        await anyio.sleep(delay)
+    # Counted (by run_world) from before the task exists, so "nothing playing" means no
+    # entry is still to come (a run may log once more after reaching its final status).
+    try:
+        run = world.start_run()
+        for delay in run_script(world, run, pick_outcome(world), world.now):
+            await anyio.sleep(delay)
+    finally:
+        world.runs_playing -= 1

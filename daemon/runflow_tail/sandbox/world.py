@@ -67,6 +67,8 @@ class World:
         self.runs: dict[str, Run] = {}
         self.faults: deque[ScriptedFault] = deque()
         self.stats = Stats()
+        self.runs_playing = 0
+        """Simulated runs still being played live (their entries are not all written)."""
         self.rng = random.Random(self.options.world_seed)
         self.ids = IdFactory(self.rng)
         self.timestamps = TimestampWriter(self.rng)
@@ -313,6 +315,7 @@ class World:
             "entries_total": len(self.store),
             "entries_visible": self.store.visible_count(self.now()),
             "runs_total": len(self.runs),
+            "runs_playing": self.runs_playing,
             "faults_pending": len(self.faults),
             "recent_logs_queries": list(self.stats.recent_logs_queries),
         }
