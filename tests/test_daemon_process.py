@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runflow_tail.sandbox import SandboxOptions, SandboxThread
+from runflow_tail.sandbox import SandboxThread
 
 from tests.harness import (
     config_toml,
@@ -96,13 +97,7 @@ def test_a_corrupt_journal_stops_the_daemon_with_a_clear_message(
     (tmp_path / "state").mkdir()
     journal = tmp_path / "state" / "journal.sqlite3"
     journal.write_bytes(b"this is not a database" * 100)
-    result = subprocess.run(
-        [sys.executable, "-m", "runflow_tail", "run", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**_base_env(), **_env(sandbox_thread)},
-    )
+    result = _run_to_exit(config, sandbox_thread)
     assert result.returncode == 3
     assert str(journal) in result.stderr and "checkpoint reset --all" in result.stderr
     assert "Traceback" not in result.stderr
@@ -117,13 +112,7 @@ def test_a_second_daemon_on_the_same_state_dir_is_refused(
     sandbox_thread.generate(10, step_ms=1, full_run=False)
     with daemon_process(config, tmp_path / "daemon.log", env=_env(sandbox_thread)) as first:
         wait_for_sync(lambda: count_lines(output) >= 10)
-        result = subprocess.run(
-            [sys.executable, "-m", "runflow_tail", "run", "--config", str(config)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            env={**_base_env(), **_env(sandbox_thread)},
-        )
+        result = _run_to_exit(config, sandbox_thread)
         assert result.returncode == 3
         assert "another runflow-tail" in result.stderr and str(tmp_path / "state") in result.stderr
         assert "Traceback" not in result.stderr
@@ -160,15 +149,16 @@ def test_a_wrong_key_logs_one_line_stays_up_and_status_says_unhealthy(
     assert sandbox_thread.stats()["logs_requests"] < 30
 
 
+def _run_to_exit(config: Path, sandbox: SandboxThread) -> subprocess.CompletedProcess[str]:
+    """`runflow-tail run` expected to stop on its own (a refused start)."""
+    return subprocess.run(
+        [sys.executable, "-m", "runflow_tail", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**_base_env(), **_env(sandbox)},
+    )
+
+
 def _base_env() -> dict[str, str]:
-    import os
-
     return {k: v for k, v in os.environ.items() if not k.startswith(("RUNFLOW_", "NO_COLOR"))}
-
-
-@pytest.fixture(autouse=True)
-def _quiet_world(request: pytest.FixtureRequest) -> None:
-    del request
-
-
-__all__ = ["SandboxOptions"]
