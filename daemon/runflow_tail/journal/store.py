@@ -10,6 +10,7 @@ Tables: ``entries`` (every fetched entry, bytes as received, ``UNIQUE(stream, id
 from __future__ import annotations
 
 import contextlib
+import functools
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -79,6 +80,17 @@ _MIGRATIONS: dict[int, str] = {
     )
     """,
 }
+
+
+ROWS_PER_STATEMENT = 500
+"""Rows per INSERT statement: 2,000 parameters, far below SQLite's limit of 32,766."""
+
+
+@functools.lru_cache(maxsize=8)
+def _insert_sql(rows: int) -> str:
+    values = ",".join(["(?,?,?,?)"] * rows)
+    # Only placeholders are interpolated, never data.
+    return f"INSERT OR IGNORE INTO entries (stream, id, ts, raw) VALUES {values}"  # noqa: S608
 
 
 def _tune(db: sqlite3.Connection) -> None:
@@ -243,10 +255,7 @@ class JournalStore(DeadLetterStore, AlertStateStore):
         self._db.execute("BEGIN IMMEDIATE")
         try:
             before = self._db.total_changes
-            self._db.executemany(
-                "INSERT OR IGNORE INTO entries (stream, id, ts, raw) VALUES (?, ?, ?, ?)",
-                ((stream, entry_id, ts, raw) for entry_id, ts, raw in rows),
-            )
+            self._insert_entries(stream, rows)
             inserted = self._db.total_changes - before
             self._write_cursor(stream, state)
             self._db.execute("COMMIT")
@@ -254,6 +263,25 @@ class JournalStore(DeadLetterStore, AlertStateStore):
             self._db.execute("ROLLBACK")
             raise
         return inserted, self.max_seq()
+
+    def _insert_entries(self, stream: str, rows: Iterable[tuple[str, int, bytes]]) -> None:
+        """``INSERT OR IGNORE`` many rows per statement.
+
+        executemany steps once per row, and the sqlite3 module gives up the GIL around each
+        step: with the event loop busy, this thread then waits for the GIL on every row
+        (measured: 100k rows/s alone, a few hundred per second beside a busy thread). One
+        statement per chunk keeps the whole B-tree work in C with the GIL released.
+        """
+        params: list[object] = []
+        count = 0
+        for entry_id, ts, raw in rows:
+            params += (stream, entry_id, ts, raw)
+            count += 1
+            if count == ROWS_PER_STATEMENT:
+                self._db.execute(_insert_sql(count), params)
+                params, count = [], 0
+        if count:
+            self._db.execute(_insert_sql(count), params)
 
     # -- sinks -------------------------------------------------------------------------
 
