@@ -112,8 +112,7 @@ class Delivery:
 
     async def _read(self, *, until: int | None = None) -> list[Entry]:
         settings = self._batching
-        return await self._journal.read(
-            self._journal.store.read_after,
+        return await self._journal.read_after(
             self.health.offset,
             self.streams,
             max_events=settings.max_events,

@@ -110,12 +110,11 @@ class AlertEngine:
 
     async def run(self) -> None:
         await self._load()
-        store = self._journal.store
         while True:
             seen = self._journal.last_seq
-            # The reader connection, like the deliveries: never blocked by a poller's commit.
-            batch = await self._journal.read(
-                store.read_after,
+            # Like the deliveries: from memory when caught up, else the reader connection,
+            # never blocked by a poller's commit.
+            batch = await self._journal.read_after(
                 self.offset,
                 self._streams,
                 max_events=BATCH_EVENTS,

@@ -15,11 +15,13 @@ from typing import ParamSpec, TypeVar
 
 import anyio
 
+from ..models import Entry
 from ..observability import get_logger
 from ..times import NS_PER_SECOND
 from .dead_letters import DeadLetter
 from .lock import StateDirLock, is_locked
 from .store import JOURNAL_NAME, CursorState, JournalStore
+from .tail import RecentEntries
 
 __all__ = [
     "JOURNAL_NAME",
@@ -49,6 +51,7 @@ class Journal:
         self._appended = anyio.Event()
         self._delivered = anyio.Event()
         self.last_seq = 0
+        self.recent = RecentEntries(0)
         self._subscribers: dict[str, tuple[str, ...]] = {}
         self._lookbacks_ns: dict[str, int] = {}
         self._last_prune = float("-inf")
@@ -65,6 +68,7 @@ class Journal:
         store = await anyio.to_thread.run_sync(JournalStore, state_dir / JOURNAL_NAME)
         journal = cls(store, max_bytes=max_bytes, dedup_window_ns=int(dedup_window * 1e9))
         journal.last_seq = await journal.run(store.max_seq)
+        journal.recent.reset(journal.last_seq)
         journal.size_bytes = await journal.run(store.size_bytes)
         return journal
 
@@ -88,11 +92,12 @@ class Journal:
     async def commit_page(
         self, stream: str, rows: Sequence[tuple[str, int, bytes]], state: CursorState
     ) -> int:
-        inserted, last_seq = await self.run(self.store.commit_page, stream, rows, state)
+        appended = await self.run(self.store.append, stream, rows, state)
         # An upper estimate (re-reads may not have been inserted), exact again at each prune.
         self.size_bytes += sum(len(row[2]) for row in rows)
-        self.announce(last_seq)
-        return inserted
+        self.recent.add(appended)
+        self.announce(appended.last_seq)
+        return len(appended.entries)
 
     def announce(self, last_seq: int) -> None:
         """Wake every consumer waiting for entries: ``last_seq`` has been committed."""
@@ -158,6 +163,33 @@ class Journal:
         self._lookbacks_ns = {
             stream: int(seconds * NS_PER_SECOND) for stream, seconds in (lookbacks or {}).items()
         }
+
+    async def read_after(
+        self,
+        seq: int,
+        streams: Sequence[str],
+        *,
+        max_events: int,
+        max_bytes: int,
+        until: int | None = None,
+    ) -> list[Entry]:
+        """Entries of ``streams`` in (seq, until], in seq order, at most one batch's worth:
+        from memory when this reader is caught up, else from the reader connection."""
+        if self.recent.covered == self.last_seq:
+            batch = self.recent.read_after(
+                seq, streams, max_events=max_events, max_bytes=max_bytes, until=until
+            )
+            if batch is not None:
+                return batch
+
+        return await self.read(
+            self.store.read_after,
+            seq,
+            streams,
+            max_events=max_events,
+            max_bytes=max_bytes,
+            until=until,
+        )
 
     async def wait_for_entries_after(self, seq: int) -> None:
         while self.last_seq <= seq:

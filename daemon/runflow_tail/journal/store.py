@@ -21,6 +21,7 @@ from ..errors import JournalUnreadable
 from ..models import Entry
 from .alert_state import AlertStateStore
 from .dead_letters import DeadLetterStore
+from .tail import Appended
 
 JOURNAL_NAME = "journal.sqlite3"
 WRITER_AUTOCHECKPOINT_PAGES = 16384
@@ -82,15 +83,16 @@ _MIGRATIONS: dict[int, str] = {
 }
 
 
-ROWS_PER_STATEMENT = 500
-"""Rows per INSERT statement: 2,000 parameters, far below SQLite's limit of 32,766."""
+ROWS_PER_STATEMENT = 4000
+"""Rows per INSERT statement (5 parameters each), unless SQLite was built with a lower
+limit than its default of 32,766 parameters. Each statement is one GIL handoff."""
 
 
 @functools.lru_cache(maxsize=8)
 def _insert_sql(rows: int) -> str:
-    values = ",".join(["(?,?,?,?)"] * rows)
+    values = ",".join(["(?,?,?,?,?)"] * rows)
     # Only placeholders are interpolated, never data.
-    return f"INSERT OR IGNORE INTO entries (stream, id, ts, raw) VALUES {values}"  # noqa: S608
+    return f"INSERT OR IGNORE INTO entries (seq, stream, id, ts, raw) VALUES {values}"  # noqa: S608
 
 
 def _tune(db: sqlite3.Connection) -> None:
@@ -150,6 +152,9 @@ class JournalStore(DeadLetterStore, AlertStateStore):
             self._db.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")
             self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             _tune(self._db)
+            self._rows_per_statement = min(
+                ROWS_PER_STATEMENT, self._db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 5
+            )
             self._migrate()
             self._db.execute("SELECT count(*) FROM cursors").fetchone()
             # Deliveries read through their own connection (and worker thread): WAL lets
@@ -246,25 +251,52 @@ class JournalStore(DeadLetterStore, AlertStateStore):
     def commit_page(
         self, stream: str, rows: Iterable[tuple[str, int, bytes]], state: CursorState
     ) -> tuple[int, int]:
+        """``append``, counted: (entries inserted, highest seq)."""
+        appended = self.append(stream, rows, state)
+        return len(appended.entries), appended.last_seq
+
+    def append(
+        self, stream: str, rows: Iterable[tuple[str, int, bytes]], state: CursorState
+    ) -> Appended:
         """Insert new entries and the new cursor in one transaction.
 
-        Returns (entries inserted, highest seq). Re-read entries are dropped by
-        ``UNIQUE(stream, id)``; the cursor can never run ahead of the data. (An ignored
-        insert may still consume a seq number; gaps in seq are harmless.)
+        Re-read entries are dropped by ``UNIQUE(stream, id)``; the cursor can never run
+        ahead of the data. Seqs are given here, in order, so the caller learns each new
+        entry's seq without reading it back (an ignored re-read leaves a harmless gap).
         """
         self._db.execute("BEGIN IMMEDIATE")
         try:
+            previous = self._sequence()
+            candidates = [
+                Entry(seq, stream, entry_id, ts, raw)
+                for seq, (entry_id, ts, raw) in enumerate(rows, previous + 1)
+            ]
             before = self._db.total_changes
-            self._insert_entries(stream, rows)
+            self._insert_entries(candidates)
             inserted = self._db.total_changes - before
             self._write_cursor(stream, state)
+            if inserted < len(candidates):
+                present = {
+                    row[0]
+                    for row in self._db.execute(
+                        "SELECT seq FROM entries WHERE seq > ? AND seq <= ?",
+                        (previous, previous + len(candidates)),
+                    )
+                }
+                candidates = [entry for entry in candidates if entry.seq in present]
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
-        return inserted, self.max_seq()
+        last_seq = candidates[-1].seq if candidates else self.max_seq()
+        return Appended(previous, candidates, last_seq)
 
-    def _insert_entries(self, stream: str, rows: Iterable[tuple[str, int, bytes]]) -> None:
+    def _sequence(self) -> int:
+        """The highest seq ever given (AUTOINCREMENT's record; never goes backwards)."""
+        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'entries'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _insert_entries(self, entries: Sequence[Entry]) -> None:
         """``INSERT OR IGNORE`` many rows per statement.
 
         executemany steps once per row, and the sqlite3 module gives up the GIL around each
@@ -272,16 +304,13 @@ class JournalStore(DeadLetterStore, AlertStateStore):
         (measured: 100k rows/s alone, a few hundred per second beside a busy thread). One
         statement per chunk keeps the whole B-tree work in C with the GIL released.
         """
-        params: list[object] = []
-        count = 0
-        for entry_id, ts, raw in rows:
-            params += (stream, entry_id, ts, raw)
-            count += 1
-            if count == ROWS_PER_STATEMENT:
-                self._db.execute(_insert_sql(count), params)
-                params, count = [], 0
-        if count:
-            self._db.execute(_insert_sql(count), params)
+        per_statement = self._rows_per_statement
+        for start in range(0, len(entries), per_statement):
+            chunk = entries[start : start + per_statement]
+            params: list[object] = []
+            for entry in chunk:
+                params += (entry.seq, entry.stream, entry.id, entry.timestamp_ns, entry.raw)
+            self._db.execute(_insert_sql(len(chunk)), params)
 
     # -- sinks -------------------------------------------------------------------------
 
@@ -292,8 +321,7 @@ class JournalStore(DeadLetterStore, AlertStateStore):
         row = self._db.execute("SELECT max(seq) FROM entries").fetchone()
         if row and row[0] is not None:
             return int(row[0])
-        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'entries'").fetchone()
-        return int(row[0]) if row else 0
+        return self._sequence()
 
     def offsets(self) -> dict[str, int]:
         return dict(self._db.execute("SELECT sink, offset FROM sink_offsets").fetchall())
