@@ -333,13 +333,11 @@ class Poller:
         ]
         if self._gap_check is not None:
             self._check_gap([entry for page in pages for entry in page.entries])
-        state = self._state.advanced([(e.id, e.timestamp_ns) for e in kept])
+        state = self._state.advanced(kept)
         state = replace(state, api_cursor=api_cursor, strategy=self._strategy)
         if kept or state != self._state:
             started = time.monotonic()
-            inserted = await self._journal.commit_page(
-                self.stream.name, [(e.id, e.timestamp_ns, e.raw) for e in kept], state
-            )
+            inserted = await self._journal.commit_page(self.stream.name, kept, state)
             took = (time.monotonic() - started) / max(1, len(pages))
             self._commit_time = (
                 took if not self._commit_time else 0.8 * self._commit_time + 0.2 * took

@@ -121,13 +121,15 @@ class CursorState:
     last_success_at: float | None = None
     updated_at: float = field(default=0.0, compare=False)
 
-    def advanced(self, entries: Sequence[tuple[str, int]]) -> CursorState:
-        """The state after journaling ``(id, timestamp)`` pairs."""
+    def advanced(self, entries: Sequence[tuple[str, int, *tuple[object, ...]]]) -> CursorState:
+        """The state after journaling entries that start with ``(id, timestamp, ...)``."""
+        if not entries:
+            return self
         newest = self.watermark
         last_id = self.last_id
-        for entry_id, timestamp in entries:
-            if newest is None or timestamp >= newest:
-                newest, last_id = timestamp, entry_id
+        for entry in entries:
+            if newest is None or entry[1] >= newest:
+                newest, last_id = entry[1], entry[0]
         return replace(self, watermark=newest, last_id=last_id)
 
 
