@@ -90,14 +90,20 @@ class FileSink:
         if not self._intent_checked:
             self._recover(batch[0].seq)
         lines: dict[str, list[bytes]] = {}
-        for entry in batch:
-            lines.setdefault(self._path_for(entry), []).append(entry.raw + b"\n")
+        if self._templated:
+            for entry in batch:
+                lines.setdefault(self._path_for(entry), []).append(entry.raw)
+        else:
+            lines[self._template] = [entry.raw for entry in batch]
         self._rotate_if_due(lines)
         sizes = {path: _size(path) for path in lines}
         self._write_intent(_Intent(batch[0].seq, batch[-1].seq, sizes))
         try:
             for path, chunk in lines.items():
-                self._append(path, b"".join(chunk))
+                # One copy of the batch, not one per entry and another to join them (the
+                # empty last item gives the last line its newline).
+                chunk.append(b"")
+                self._append(path, b"\n".join(chunk))
         except OSError as exc:
             # Leave the files as they were before this batch: the retry writes it whole.
             for path, size in sizes.items():
@@ -110,7 +116,7 @@ class FileSink:
             return
         now = time.time()
         for path, chunk in lines.items():
-            incoming = sum(len(line) for line in chunk)
+            incoming = sum(len(line) + 1 for line in chunk)
             if needs_rotation(Path(path), incoming, settings, now):
                 try:
                     moved = rotate(Path(path), settings, now)
