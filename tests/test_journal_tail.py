@@ -47,6 +47,25 @@ def test_append_gives_each_new_entry_its_seq_and_skips_re_reads(tmp_path: Path) 
     ]
 
 
+@pytest.mark.parametrize("count", [1, 64, 65, 1024, 1500, 2100])
+def test_append_of_any_size_stores_every_entry_once_with_consecutive_seqs(
+    tmp_path: Path, count: int
+) -> None:
+    store = JournalStore(tmp_path / "j.sqlite3")
+    try:
+        store.append("a", page("first"), STATE)
+        ids = [f"e{n}" for n in range(count)]
+        appended = store.append("a", page(*ids), STATE)
+        after = store.append("a", page("last"), STATE)
+        stored = store.read_after(1, ["a"], max_events=10_000, max_bytes=1 << 30)
+    finally:
+        store.close()
+    assert [e.seq for e in appended.entries] == list(range(2, count + 2))
+    assert [(e.id, e.raw) for e in stored[:-1]] == [(e.id, e.raw) for e in appended.entries]
+    # Statements are padded to a fixed size; the padding must not use up seqs.
+    assert [e.seq for e in after.entries] == [count + 2]
+
+
 @pytest.mark.anyio
 async def test_a_write_the_tail_did_not_see_sends_readers_to_sqlite(tmp_path: Path) -> None:
     journal = await Journal.open(tmp_path, max_bytes=1 << 30, dedup_window=60)

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 from ..models import Entry
 
-TAIL_BYTES = 8 * 1024 * 1024
-"""Memory for recent entries: a few group commits (a 500-entry page of full run objects
-is about 2.4 MB)."""
+TAIL_BYTES = 4 * 1024 * 1024
+"""Memory for recent entries: a few group commits of projected entries; the newest commit
+is kept whatever its size (a 500-entry page of full run objects is about 2.4 MB)."""
 ENTRY_OVERHEAD = 200
 """Approximate bytes of a journaled entry beyond its raw bytes (objects, id, list slot)."""
 
