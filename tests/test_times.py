@@ -268,3 +268,20 @@ def test_the_fast_timestamp_parser_agrees_with_the_full_one(
     fraction = f".{nanos:09d}"[: digits + 1] if digits else ""
     text = base + fraction + zone
     assert parse_timestamp(text) == parse_instant(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-13-01T00:00:00Z",
+        "2026-02-30T00:00:00.5Z",
+        "2026-11-28T24:00:00+00:00",
+        "2026-11-28T20:00:00.12a+00:00",
+        "2026-11-28T20:00:00.Z",
+        "2026-11-28T20:00:61Z",
+    ],
+)
+def test_a_bad_timestamp_in_the_fast_paths_shape_is_rejected_naming_all_of_it(text: str) -> None:
+    with pytest.raises(TimeValueError) as raised:
+        parse_timestamp(text)
+    assert repr(text) in str(raised.value)
