@@ -20,6 +20,9 @@ from ..models import Entry
 TAIL_BYTES = 4 * 1024 * 1024
 """Memory for recent entries: a few group commits of projected entries; the newest commit
 is kept whatever its size (a 500-entry page of full run objects is about 2.4 MB)."""
+MIN_CHUNKS = 2
+"""Commits kept whatever their size, so a consumer reading the one before the newest is
+still served from memory when pages are large."""
 ENTRY_OVERHEAD = 200
 """Approximate bytes of a journaled entry beyond its raw bytes (objects, id, list slot)."""
 
@@ -67,7 +70,7 @@ class RecentEntries:
         size = sum(len(entry.raw) for entry in entries) + ENTRY_OVERHEAD * len(entries)
         self._chunks.append(_Chunk([entry.seq for entry in entries], entries, size))
         self._size += size
-        while self._size > self.max_bytes and len(self._chunks) > 1:
+        while self._size > self.max_bytes and len(self._chunks) > MIN_CHUNKS:
             dropped = self._chunks.popleft()
             self._size -= dropped.size
             self.floor = dropped.seqs[-1]
