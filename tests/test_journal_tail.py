@@ -181,3 +181,18 @@ def test_a_caught_up_reader_is_answered_from_memory(tmp_path: Path) -> None:
             await journal.aclose()
 
     anyio.run(scenario)
+
+
+def test_what_a_consumer_decodes_is_not_kept_in_the_tail(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        journal = await Journal.open(tmp_path, max_bytes=1 << 30, dedup_window=60)
+        try:
+            await journal.commit_page("a", page("1"), STATE)
+            [first] = await journal.read_after(0, ["a"], max_events=10, max_bytes=1 << 20)
+            first.data()["id"] = "changed by one consumer"
+            [again] = await journal.read_after(0, ["a"], max_events=10, max_bytes=1 << 20)
+            assert again.data()["id"] == "1"
+        finally:
+            await journal.aclose()
+
+    anyio.run(scenario)

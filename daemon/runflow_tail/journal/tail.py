@@ -108,5 +108,9 @@ class RecentEntries:
                 size += len(entry.raw)
                 if batch and size > max_bytes:
                     return batch
-                batch.append(entry)
+                # A consumer's own Entry (sharing the bytes): what a consumer decodes and
+                # caches on it (``Entry.data``) is freed with its batch, not kept here.
+                batch.append(
+                    Entry(entry.seq, entry.stream, entry.id, entry.timestamp_ns, entry.raw)
+                )
         return batch
