@@ -6,14 +6,20 @@ memory is compared with the same read from SQLite.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from runflow_tail.delivery import Delivery
 from runflow_tail.journal import CursorState, Journal, JournalStore
 from runflow_tail.journal.tail import Appended, RecentEntries
+from runflow_tail.models import Entry
+from runflow_tail.sinks.base import BatchSettings
+from runflow_tail.sinks.stdout import StdoutSinkConfig
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
@@ -45,6 +51,20 @@ def test_append_gives_each_new_entry_its_seq_and_skips_re_reads(tmp_path: Path) 
     assert [(e.seq, e.id, e.raw) for e in stored] == [
         (e.seq, e.id, e.raw) for e in first.entries + again.entries
     ]
+
+
+def test_append_never_reuses_a_seq_the_journal_holds(tmp_path: Path) -> None:
+    store = JournalStore(tmp_path / "j.sqlite3")
+    try:
+        store.append("a", page("x", "y"), STATE)
+        # AUTOINCREMENT's record damaged (or restored from an older copy of the file).
+        store._db.execute("UPDATE sqlite_sequence SET seq = 0 WHERE name = 'entries'")
+        appended = store.append("a", page("z"), STATE)
+        stored = store.read_after(0, ["a"], max_events=10, max_bytes=1 << 20)
+    finally:
+        store.close()
+    assert [(e.seq, e.id) for e in appended.entries] == [(3, "z")]
+    assert [e.id for e in stored] == ["x", "y", "z"]
 
 
 @pytest.mark.parametrize("count", [1, 64, 65, 1024, 1500, 2100])
@@ -88,8 +108,6 @@ async def test_a_write_the_tail_did_not_see_sends_readers_to_sqlite(tmp_path: Pa
 
 
 def test_the_tail_forgets_old_chunks_past_its_budget() -> None:
-    from runflow_tail.models import Entry
-
     tail = RecentEntries(0, max_bytes=1000)
     for start in range(0, 40, 10):
         entries = [
@@ -196,3 +214,75 @@ def test_what_a_consumer_decodes_is_not_kept_in_the_tail(tmp_path: Path) -> None
             await journal.aclose()
 
     anyio.run(scenario)
+
+
+class _RecordingSink:
+    def __init__(self, expected_batches: int) -> None:
+        self.batches: list[list[str]] = []
+        self.expected = expected_batches
+        self.done = anyio.Event()
+
+    async def send(self, batch: list[Entry]) -> None:
+        self.batches.append([entry.id for entry in batch])
+        if len(self.batches) >= self.expected:
+            self.done.set()
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _run_in_thread(scenario: Callable[[], Awaitable[None]], *, timeout: float) -> None:
+    """Run ``scenario`` on its own event loop; fail (instead of hanging the suite) if that
+    loop never finishes, e.g. because a task spins without ever yielding."""
+    failures: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            anyio.run(scenario)
+        except BaseException as exc:  # reported to the test below
+            failures.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), "the event loop is stuck"
+    if failures:
+        raise failures[0]
+
+
+@pytest.mark.parametrize(
+    ("commits", "batch", "expected"),
+    [
+        # Entries of a stream this sink does not read arrive while it waits to fill a batch.
+        ([("a", "a1"), ("b", "b1")], BatchSettings(max_events=100, max_wait=0.2), [["a1"]]),
+        # The batch is cut by max_bytes: what comes next is there but does not fit.
+        (
+            [("a", "a1"), ("a", "a2")],
+            BatchSettings(max_events=100, max_bytes=20, max_wait=0.2),
+            [["a1"], ["a2"]],
+        ),
+    ],
+)
+def test_a_sink_filling_its_batch_from_memory_still_sends_after_max_wait(
+    tmp_path: Path,
+    commits: list[tuple[str, str]],
+    batch: BatchSettings,
+    expected: list[list[str]],
+) -> None:
+    async def scenario() -> None:
+        journal = await Journal.open(tmp_path, max_bytes=1 << 30, dedup_window=60)
+        sink = _RecordingSink(len(expected))
+        delivery = Delivery("out", StdoutSinkConfig(batch=batch), sink, journal, ["a"], offset=0)
+        try:
+            for stream, entry_id in commits:
+                await journal.commit_page(stream, page(entry_id), STATE)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(delivery.run)
+                with anyio.fail_after(5):
+                    await sink.done.wait()
+                delivery.request_stop()
+        finally:
+            await journal.aclose()
+        assert sink.batches == expected
+
+    _run_in_thread(scenario, timeout=10)

@@ -201,6 +201,28 @@ def test_environment_sink_nested_options(base_env: dict[str, str]) -> None:
     assert (sink.batch.max_events, sink.batch.max_bytes) == (10, 64 * 1024)
 
 
+def test_a_partial_batch_table_keeps_the_sink_types_other_defaults(
+    base_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {
+        **base_env,
+        "RUNFLOW_TAIL_SINKS__OUT__TYPE": "file",
+        "RUNFLOW_TAIL_SINKS__OUT__PATH": str(tmp_path / "out.jsonl"),
+        "RUNFLOW_TAIL_SINKS__OUT__BATCH__MAX_WAIT": "2s",
+        "RUNFLOW_TAIL_SINKS__HOOK__TYPE": "webhook",
+        "RUNFLOW_TAIL_SINKS__HOOK__URL": "https://example.com/hook",
+        "RUNFLOW_TAIL_SINKS__HOOK__BATCH__MAX_EVENTS": "5",
+    }
+    sinks = load(environ=env).sinks
+    file_batch, hook_batch = sinks["out"].batching(), sinks["hook"].batching()
+    assert (file_batch.max_events, file_batch.max_wait) == (10_000, 2.0)
+    assert (hook_batch.max_events, hook_batch.max_bytes, hook_batch.max_wait) == (
+        5,
+        1024 * 1024,
+        1.0,
+    )
+
+
 def test_environment_sink_adds_to_file_sinks(
     write_config: WriteConfig, base_env: dict[str, str]
 ) -> None:

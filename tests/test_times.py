@@ -279,6 +279,10 @@ def test_the_fast_timestamp_parser_agrees_with_the_full_one(
         "2026-11-28T20:00:00.12a+00:00",
         "2026-11-28T20:00:00.Z",
         "2026-11-28T20:00:61Z",
+        # 19 characters that the lenient parser would take for a second: "YYYY-MM-DDTHH:MM"
+        # behind spaces, then a fraction as if the seconds had been there.
+        "   2026-11-28T20:00.5Z",
+        "\t\t\t2026-11-28T20:00.5+00:00",
     ],
 )
 def test_a_bad_timestamp_in_the_fast_paths_shape_is_rejected_naming_all_of_it(text: str) -> None:

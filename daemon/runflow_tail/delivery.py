@@ -96,7 +96,7 @@ class Delivery:
                 self._idle_scope = None
                 continue
             if len(batch) < batch_settings.max_events and batch_settings.max_wait > 0:
-                batch = await self._fill(batch)
+                batch = await self._fill(batch, seen)
             await self._deliver(batch)
 
     async def _resume_pending(self) -> None:
@@ -120,11 +120,17 @@ class Delivery:
             until=until,
         )
 
-    async def _fill(self, batch: list[Entry]) -> list[Entry]:
-        """Wait up to ``batch.max_wait`` for a fuller batch."""
+    async def _fill(self, batch: list[Entry], seen: int) -> list[Entry]:
+        """Wait up to ``batch.max_wait`` for a fuller batch.
+
+        ``seen`` is the journal's end when ``batch`` was read: wait for entries after that,
+        not after the batch, because what came since may belong to other streams or not
+        fit (``max_bytes``), and re-reading would find the same batch again at once.
+        """
         with anyio.move_on_after(self._batching.max_wait):
             while len(batch) < self._batching.max_events and not self._stopping:
-                await self._journal.wait_for_entries_after(batch[-1].seq)
+                await self._journal.wait_for_entries_after(seen)
+                seen = self._journal.last_seq
                 batch = await self._read()
         return batch
 

@@ -93,7 +93,10 @@ def _minute_ns(prefix: str) -> int:
 
 @functools.lru_cache(maxsize=4096)
 def _second_ns(prefix: str) -> int:
-    # Keyed by "YYYY-MM-DDTHH:MM:SS": a busy log has many entries per second.
+    # Keyed by "YYYY-MM-DDTHH:MM:SS": a busy log has many entries per second. Only that
+    # exact shape: the general parser is lenient (it strips spaces, for one).
+    if _FAST_INSTANT.fullmatch(prefix) is None:
+        raise TimeValueError(f"{prefix!r} is not a date and time to the second")
     return _parse_common_shapes(prefix + "Z")
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 import anyio
+import anyio.lowlevel
 
 from ..models import Entry
 from ..observability import get_logger
@@ -180,6 +181,9 @@ class Journal:
                 seq, streams, max_events=max_events, max_bytes=max_bytes, until=until
             )
             if batch is not None:
+                # A read is a cancellation point and lets other tasks run, wherever it
+                # was answered from.
+                await anyio.lowlevel.checkpoint()
                 return batch
 
         return await self.read(

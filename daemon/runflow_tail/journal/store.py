@@ -159,7 +159,8 @@ class JournalStore(DeadLetterStore, AlertStateStore):
             self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             _tune(self._db)
             limit = self._db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 5
-            self._rows_per_statement = max(SMALL_STATEMENT_ROWS, min(ROWS_PER_STATEMENT, limit))
+            self._small_statement_rows = min(SMALL_STATEMENT_ROWS, limit)
+            self._rows_per_statement = min(ROWS_PER_STATEMENT, limit)
             self._migrate()
             self._db.execute("SELECT count(*) FROM cursors").fetchone()
             # Deliveries read through their own connection (and worker thread): WAL lets
@@ -297,9 +298,14 @@ class JournalStore(DeadLetterStore, AlertStateStore):
         return Appended(previous, candidates, last_seq)
 
     def _sequence(self) -> int:
-        """The highest seq ever given (AUTOINCREMENT's record; never goes backwards)."""
-        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'entries'").fetchone()
-        return int(row[0]) if row else 0
+        """The highest seq ever given: AUTOINCREMENT's record (it never goes backwards, even
+        when retention empties the table), and never below a seq the table holds, so a
+        damaged record can make a new entry's seq collide, and be dropped, never."""
+        row = self._db.execute(
+            "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'entries'), 0),"
+            " coalesce((SELECT max(seq) FROM entries), 0))"
+        ).fetchone()
+        return int(row[0])
 
     def _insert_entries(self, entries: Sequence[Entry]) -> None:
         """``INSERT OR IGNORE`` many rows per statement.
@@ -316,7 +322,8 @@ class JournalStore(DeadLetterStore, AlertStateStore):
         large = self._rows_per_statement
         start = 0
         while start < len(entries):
-            size = SMALL_STATEMENT_ROWS if len(entries) - start <= SMALL_STATEMENT_ROWS else large
+            small = self._small_statement_rows
+            size = small if len(entries) - start <= small else large
             chunk = entries[start : start + size]
             start += size
             params: list[object] = []

@@ -64,6 +64,18 @@ class SinkConfigBase(FrozenModel):
             return default if isinstance(default, BatchSettings) else BatchSettings()
         return BatchSettings(max_events=1)
 
+    @field_validator("batch")
+    @classmethod
+    def _batch_keeps_type_defaults(cls, value: BatchSettings | bool) -> BatchSettings | bool:
+        """A ``[sinks.NAME.batch]`` table that sets some limits keeps this sink type's
+        defaults for the others (a file sink's 10,000 events, a webhook's 1 s wait)."""
+        default = cls.model_fields["batch"].default
+        if isinstance(value, BatchSettings) and isinstance(default, BatchSettings):
+            return default.model_copy(
+                update={name: getattr(value, name) for name in value.model_fields_set}
+            )
+        return value
+
     @field_validator("match")
     @classmethod
     def _match_parses(cls, value: str) -> str:
