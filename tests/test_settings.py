@@ -523,6 +523,20 @@ def test_unknown_key_in_file(write_config: WriteConfig) -> None:
     )
 
 
+def test_unknown_key_in_a_batch_table_is_one_plain_problem(
+    write_config: WriteConfig, tmp_path: Path
+) -> None:
+    """``batch`` may be a table or true/false: a typo in the table is reported once, at its
+    own key, not also as 'not a boolean' or under pydantic's name for the table's type."""
+    out = tmp_path / "out.jsonl"
+    path = write_config(
+        f"[sinks.out]\ntype = 'file'\npath = '{out}'\n[sinks.out.batch]\nmax_evnts = 5\n"
+    )
+    assert only(problems(path)) == (
+        f"config file {path}: sinks.out.batch.max_evnts: unknown key; did you mean 'max_events'?"
+    )
+
+
 def test_unknown_top_level_table_in_file(write_config: WriteConfig) -> None:
     """An unknown table names the file and suggests the section meant."""
     path = write_config("[stream]\nname = 'a'\n")

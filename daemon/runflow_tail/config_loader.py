@@ -25,6 +25,7 @@ from .config_problems import (
     MAY_HOLD_SECRETS,
     SECRET_KEYS,
     Provenance,
+    is_other_union_member,
     lookup,
     show_value,
     suggest,
@@ -93,7 +94,9 @@ def load_settings(
         if cross:
             # Reported below with their sources, from the same check on the unvalidated data.
             errors = [error for error in errors if error["type"] != CROSS_CHECK_ERROR]
-        problems += [sources.describe(error) for error in errors]
+        problems += [
+            sources.describe(error) for error in errors if not is_other_union_member(error)
+        ]
     problems += [sources.describe_cross(problem) for problem in cross]
     if problems or settings is None:
         # Values under secret keys are masked where shown; this catches any other path.

@@ -166,13 +166,25 @@ def _sink_models() -> tuple[type[BaseModel], ...]:
 
 
 def _display_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
-    """Drop the discriminator tag pydantic inserts after ``sinks.<name>``."""
+    """Drop the discriminator tag pydantic inserts after ``sinks.<name>``, and the union
+    member it inserts below (``batch.BatchSettings.max_events`` is ``batch.max_events``)."""
     parts = list(loc)
     if len(parts) >= 3 and parts[0] == "sinks" and isinstance(parts[2], str):
         tags = {model.model_fields["type"].default for model in _sink_models()}
         if parts[2] in tags:
             del parts[2]
-    return tuple(parts)
+    return tuple(part for part in parts if part not in UNION_MEMBER_LABELS)
+
+
+UNION_MEMBER_LABELS = frozenset({"BatchSettings"})
+SCALAR_MEMBER_LABELS = frozenset({"bool", "int", "float", "str"})
+
+
+def is_other_union_member(error: Mapping[str, Any]) -> bool:
+    """A table given where a union also allows a scalar: the scalar member's complaint
+    (``batch.bool: Input should be a valid boolean``) only repeats the real one."""
+    loc = tuple(error["loc"])
+    return bool(loc) and loc[-1] in SCALAR_MEMBER_LABELS and isinstance(error.get("input"), Mapping)
 
 
 _dotted = dotted_key
@@ -224,8 +236,11 @@ def _child(node: Any, part: str | int) -> Any:
     if origin in (tuple, list):
         return args[0]
     if origin in (Union, UnionType):
-        # A discriminated union (sinks): the location names the chosen type.
+        # A discriminated union (sinks): the location names the chosen type. A plain one
+        # (``BatchSettings | bool``): it names the member tried.
         for model in args:
+            if _is_model(model) and model.__name__ == part:
+                return model
             field = model.model_fields.get("type") if _is_model(model) else None
             if field is not None and field.default == part:
                 return model
