@@ -165,6 +165,10 @@ def _sink_models() -> tuple[type[BaseModel], ...]:
     return SINK_MODELS
 
 
+UNION_MEMBER_LABELS = frozenset({"BatchSettings"})
+SCALAR_MEMBER_LABELS = frozenset({"bool", "int", "float", "str"})
+
+
 def _display_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
     """Drop the discriminator tag pydantic inserts after ``sinks.<name>``, and the union
     member it inserts below (``batch.BatchSettings.max_events`` is ``batch.max_events``)."""
@@ -174,10 +178,6 @@ def _display_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
         if parts[2] in tags:
             del parts[2]
     return tuple(part for part in parts if part not in UNION_MEMBER_LABELS)
-
-
-UNION_MEMBER_LABELS = frozenset({"BatchSettings"})
-SCALAR_MEMBER_LABELS = frozenset({"bool", "int", "float", "str"})
 
 
 def is_other_union_member(error: Mapping[str, Any]) -> bool:

@@ -185,7 +185,6 @@ class Journal:
                 # was answered from.
                 await anyio.lowlevel.checkpoint()
                 return batch
-
         return await self.read(
             self.store.read_after,
             seq,

@@ -319,10 +319,9 @@ class JournalStore(DeadLetterStore, AlertStateStore):
         distinct one, so there are only two sizes; a chunk is padded with rows that
         NOT NULL makes SQLite skip (an explicit seq 0, so no sequence number is used).
         """
-        large = self._rows_per_statement
+        small, large = self._small_statement_rows, self._rows_per_statement
         start = 0
         while start < len(entries):
-            small = self._small_statement_rows
             size = small if len(entries) - start <= small else large
             chunk = entries[start : start + size]
             start += size
