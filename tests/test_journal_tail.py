@@ -110,10 +110,9 @@ async def test_a_write_the_tail_did_not_see_sends_readers_to_sqlite(tmp_path: Pa
 def test_the_tail_forgets_old_chunks_past_its_budget() -> None:
     tail = RecentEntries(0, max_bytes=1000)
     for start in range(0, 40, 10):
-        entries = [
-            Entry(seq, "a", str(seq), T0, b"x" * 100) for seq in range(start + 1, start + 11)
-        ]
-        tail.add(Appended(start, entries, start + 10))
+        seqs = range(start + 1, start + 11)
+        rows = [(str(seq), T0, b"x" * 100) for seq in seqs]
+        tail.add(Appended(start, "a", seqs, rows, start + 10))
     assert tail.covered == 40
     # 1000 bytes hold less than one commit (with overhead): the newest two stay anyway.
     assert tail.floor == 20

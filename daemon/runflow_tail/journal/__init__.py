@@ -98,7 +98,7 @@ class Journal:
         self.size_bytes += sum(len(row[2]) for row in rows)
         self.recent.add(appended)
         self.announce(appended.last_seq)
-        return len(appended.entries)
+        return len(appended.rows)
 
     def announce(self, last_seq: int) -> None:
         """Wake every consumer waiting for entries: ``last_seq`` has been committed."""

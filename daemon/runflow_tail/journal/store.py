@@ -259,7 +259,7 @@ class JournalStore(DeadLetterStore, AlertStateStore):
     ) -> tuple[int, int]:
         """``append``, counted: (entries inserted, highest seq)."""
         appended = self.append(stream, rows, state)
-        return len(appended.entries), appended.last_seq
+        return len(appended.rows), appended.last_seq
 
     def append(
         self, stream: str, rows: Iterable[tuple[str, int, bytes]], state: CursorState
@@ -270,32 +270,33 @@ class JournalStore(DeadLetterStore, AlertStateStore):
         ahead of the data. Seqs are given here, in order, so the caller learns each new
         entry's seq without reading it back (an ignored re-read leaves a harmless gap).
         """
+        new_rows: Sequence[tuple[str, int, bytes]] = list(rows)
         self._db.execute("BEGIN IMMEDIATE")
         try:
             previous = self._sequence()
-            candidates = [
-                Entry(seq, stream, entry_id, ts, raw)
-                for seq, (entry_id, ts, raw) in enumerate(rows, previous + 1)
-            ]
             before = self._db.total_changes
-            self._insert_entries(candidates)
+            self._insert_entries(stream, previous + 1, new_rows)
             inserted = self._db.total_changes - before
             self._write_cursor(stream, state)
-            if inserted < len(candidates):
+            seqs: Sequence[int] = range(previous + 1, previous + 1 + len(new_rows))
+            if inserted < len(new_rows):
                 present = {
                     row[0]
                     for row in self._db.execute(
                         "SELECT seq FROM entries WHERE seq > ? AND seq <= ?",
-                        (previous, previous + len(candidates)),
+                        (previous, previous + len(new_rows)),
                     )
                 }
-                candidates = [entry for entry in candidates if entry.seq in present]
+                pairs = zip(seqs, new_rows, strict=True)
+                kept = [(seq, row) for seq, row in pairs if seq in present]
+                seqs = [seq for seq, _ in kept]
+                new_rows = [row for _, row in kept]
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
-        last_seq = candidates[-1].seq if candidates else self.max_seq()
-        return Appended(previous, candidates, last_seq)
+        last_seq = seqs[-1] if seqs else self.max_seq()
+        return Appended(previous, stream, seqs, new_rows, last_seq)
 
     def _sequence(self) -> int:
         """The highest seq ever given: AUTOINCREMENT's record (it never goes backwards, even
@@ -307,8 +308,10 @@ class JournalStore(DeadLetterStore, AlertStateStore):
         ).fetchone()
         return int(row[0])
 
-    def _insert_entries(self, entries: Sequence[Entry]) -> None:
-        """``INSERT OR IGNORE`` many rows per statement.
+    def _insert_entries(
+        self, stream: str, first_seq: int, rows: Sequence[tuple[str, int, bytes]]
+    ) -> None:
+        """``INSERT OR IGNORE`` many rows per statement, seqs from ``first_seq`` on.
 
         executemany steps once per row, and the sqlite3 module gives up the GIL around each
         step: with the event loop busy, this thread then waits for the GIL on every row
@@ -321,15 +324,15 @@ class JournalStore(DeadLetterStore, AlertStateStore):
         """
         small, large = self._small_statement_rows, self._rows_per_statement
         start = 0
-        while start < len(entries):
-            size = small if len(entries) - start <= small else large
-            chunk = entries[start : start + size]
-            start += size
+        while start < len(rows):
+            size = small if len(rows) - start <= small else large
+            chunk = rows[start : start + size]
             params: list[object] = []
-            for entry in chunk:
-                params += (entry.seq, entry.stream, entry.id, entry.timestamp_ns, entry.raw)
+            for seq, (entry_id, timestamp_ns, raw) in enumerate(chunk, first_seq + start):
+                params += (seq, stream, entry_id, timestamp_ns, raw)
             params += _PADDING_ROW * (size - len(chunk))
             self._db.execute(_insert_sql(size), params)
+            start += size
 
     # -- sinks -------------------------------------------------------------------------
 

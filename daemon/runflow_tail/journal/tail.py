@@ -33,18 +33,31 @@ class Appended:
     """One commit's result: every entry it inserted, in seq order, and where it sits.
 
     ``previous_seq`` is the journal's end before the commit, ``last_seq`` after it; an
-    entry the journal already had is not in ``entries``.
+    entry the journal already had is not in ``rows``. Rows stay the poller's
+    ``(id, timestamp_ns, raw)`` tuples beside their seqs: an ``Entry`` per row would cost
+    the writer thread more than the insert's own Python work, and each consumer gets its
+    own ``Entry`` anyway.
     """
 
     previous_seq: int
-    entries: list[Entry]
+    stream: str
+    seqs: Sequence[int]
+    rows: Sequence[tuple[str, int, bytes]]
     last_seq: int
+
+    @property
+    def entries(self) -> list[Entry]:
+        return [
+            Entry(seq, self.stream, entry_id, timestamp_ns, raw)
+            for seq, (entry_id, timestamp_ns, raw) in zip(self.seqs, self.rows, strict=True)
+        ]
 
 
 @dataclass(slots=True)
 class _Chunk:
-    seqs: list[int]
-    entries: list[Entry]
+    stream: str
+    seqs: Sequence[int]
+    rows: Sequence[tuple[str, int, bytes]]
     size: int
 
 
@@ -65,11 +78,11 @@ class RecentEntries:
             self.reset(appended.last_seq)
             return
         self.covered = appended.last_seq
-        if not appended.entries:
+        rows = appended.rows
+        if not rows:
             return
-        entries = appended.entries
-        size = sum(len(entry.raw) for entry in entries) + ENTRY_OVERHEAD * len(entries)
-        self._chunks.append(_Chunk([entry.seq for entry in entries], entries, size))
+        size = sum(len(row[2]) for row in rows) + ENTRY_OVERHEAD * len(rows)
+        self._chunks.append(_Chunk(appended.stream, appended.seqs, rows, size))
         self._size += size
         while self._size > self.max_bytes and len(self._chunks) > MIN_CHUNKS:
             dropped = self._chunks.popleft()
@@ -99,19 +112,23 @@ class RecentEntries:
         batch: list[Entry] = []
         size = 0
         for chunk in self._chunks:
-            if chunk.seqs[-1] <= seq:
+            seqs = chunk.seqs
+            if seqs[-1] <= seq:
                 continue
-            for entry in chunk.entries[bisect_right(chunk.seqs, seq) :]:
-                if entry.seq > limit or len(batch) >= max_events:
+            if seqs[0] > limit:
+                break
+            if chunk.stream not in wanted:
+                continue
+            stream, rows = chunk.stream, chunk.rows
+            for index in range(bisect_right(seqs, seq), len(seqs)):
+                entry_seq = seqs[index]
+                if entry_seq > limit or len(batch) >= max_events:
                     return batch
-                if entry.stream not in wanted:
-                    continue
-                size += len(entry.raw)
+                entry_id, timestamp_ns, raw = rows[index]
+                size += len(raw)
                 if batch and size > max_bytes:
                     return batch
                 # A consumer's own Entry (sharing the bytes): what a consumer decodes and
                 # caches on it (``Entry.data``) is freed with its batch, not kept here.
-                batch.append(
-                    Entry(entry.seq, entry.stream, entry.id, entry.timestamp_ns, entry.raw)
-                )
+                batch.append(Entry(entry_seq, stream, entry_id, timestamp_ns, raw))
         return batch
