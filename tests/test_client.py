@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import importlib.abc
 import json
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +28,7 @@ from runflow_tail.errors import (
     RetryableApiError,
 )
 from runflow_tail.pacing import RateLimiter
+from runflow_tail.sandbox import SandboxHandle
 from runflow_tail.settings import ApiSettings
 from runflow_tail.times import NS_PER_SECOND, parse_instant
 
@@ -570,3 +573,32 @@ async def test_no_error_message_contains_the_key(handler: Handler) -> None:
     error = await fetch_error(handler)
     assert API_KEY not in repr(error)
     assert all(API_KEY not in str(arg) for arg in error.args)
+
+
+class _ImportRecorder(importlib.abc.MetaPathFinder):
+    """Sees every import that reaches the finders: a module not yet in sys.modules."""
+
+    def __init__(self) -> None:
+        self.searched: list[str] = []
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> None:
+        self.searched.append(fullname)
+
+
+@pytest.mark.anyio
+async def test_fetching_pages_never_searches_for_a_module(sandbox: SandboxHandle) -> None:
+    # Python never caches a failed import: a library that tries an optional import on
+    # every call walks sys.path each time. httpcore did that for sniffio three times per
+    # request, a quarter of the CPU a page costs (encode/httpcore#1103).
+    client = RunflowClient(settings(base_url=sandbox.url, api_key=SecretStr(sandbox.api_key)))
+    recorder = _ImportRecorder()
+    try:
+        await client.fetch_logs("any", limit=10)  # first use may import what it needs
+        sys.meta_path.insert(0, recorder)
+        for _ in range(3):
+            await client.fetch_logs("any", limit=10)
+    finally:
+        if recorder in sys.meta_path:
+            sys.meta_path.remove(recorder)
+        await client.aclose()
+    assert recorder.searched == []
