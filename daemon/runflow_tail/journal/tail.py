@@ -14,6 +14,7 @@ from bisect import bisect_right
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
 from ..models import Entry
 
@@ -58,6 +59,8 @@ class _Chunk:
     stream: str
     seqs: Sequence[int]
     rows: Sequence[tuple[str, int, bytes]]
+    ends: list[int]
+    """Bytes of ``rows[0..i]``: where a read's ``max_bytes`` falls is one bisect."""
     size: int
 
 
@@ -81,8 +84,9 @@ class RecentEntries:
         rows = appended.rows
         if not rows:
             return
-        size = sum(len(row[2]) for row in rows) + ENTRY_OVERHEAD * len(rows)
-        self._chunks.append(_Chunk(appended.stream, appended.seqs, rows, size))
+        ends = list(accumulate(len(row[2]) for row in rows))
+        size = ends[-1] + ENTRY_OVERHEAD * len(rows)
+        self._chunks.append(_Chunk(appended.stream, appended.seqs, rows, ends, size))
         self._size += size
         while self._size > self.max_bytes and len(self._chunks) > MIN_CHUNKS:
             dropped = self._chunks.popleft()
@@ -119,16 +123,25 @@ class RecentEntries:
                 break
             if chunk.stream not in wanted:
                 continue
-            stream, rows = chunk.stream, chunk.rows
-            for index in range(bisect_right(seqs, seq), len(seqs)):
-                entry_seq = seqs[index]
-                if entry_seq > limit or len(batch) >= max_events:
-                    return batch
-                entry_id, timestamp_ns, raw = rows[index]
-                size += len(raw)
-                if batch and size > max_bytes:
-                    return batch
-                # A consumer's own Entry (sharing the bytes): what a consumer decodes and
-                # caches on it (``Entry.data``) is freed with its batch, not kept here.
-                batch.append(Entry(entry_seq, stream, entry_id, timestamp_ns, raw))
+            start = bisect_right(seqs, seq)
+            stop = min(bisect_right(seqs, limit), start + max_events - len(batch))
+            ends = chunk.ends
+            before = ends[start - 1] if start else 0
+            # What fits in max_bytes; a batch's first entry goes whatever its size.
+            fit = bisect_right(ends, before + max_bytes - size, start, stop)
+            if not batch and fit == start < stop:
+                fit += 1
+            stream = chunk.stream
+            # Each consumer gets its own Entry objects (sharing the bytes): what one decodes
+            # and caches on them (``Entry.data``) is freed with its batch, not kept here.
+            batch += [
+                Entry(entry_seq, stream, entry_id, timestamp_ns, raw)
+                for entry_seq, (entry_id, timestamp_ns, raw) in zip(
+                    seqs[start:fit], chunk.rows[start:fit], strict=True
+                )
+            ]
+            if fit > start:
+                size += ends[fit - 1] - before
+            if fit < stop or len(batch) >= max_events:
+                return batch
         return batch
