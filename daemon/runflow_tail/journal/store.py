@@ -20,6 +20,7 @@ from pathlib import Path
 from ..errors import JournalUnreadable
 from ..models import Entry
 from .alert_state import AlertStateStore
+from .batch_read import read_batch
 from .dead_letters import DeadLetterStore
 from .tail import Appended
 
@@ -391,22 +392,14 @@ class JournalStore(DeadLetterStore, AlertStateStore):
 
         Uses the reader connection: call it from one thread at a time (``Journal.read``).
         """
-        if not streams:
-            return []
-        marks = ",".join("?" * len(streams))
-        cursor = self._reader.execute(
-            f"SELECT seq, stream, id, ts, raw FROM entries WHERE seq > ? AND seq <= ? "  # noqa: S608
-            f"AND +stream IN ({marks}) ORDER BY seq LIMIT ?",
-            (seq, until if until is not None else 2**63 - 1, *streams, max_events),
+        return read_batch(
+            self._reader,
+            seq,
+            streams,
+            max_events=max_events,
+            max_bytes=max_bytes,
+            until=until,
         )
-        batch: list[Entry] = []
-        size = 0
-        for row in cursor:
-            size += len(row[4])
-            if batch and size > max_bytes:
-                break
-            batch.append(Entry(row[0], row[1], row[2], row[3], row[4]))
-        return batch
 
     def checkpoint(self) -> None:
         """Copy committed WAL pages into the database without blocking the writer.
