@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from runflow_tail.journal import CursorState, JournalStore
+from runflow_tail.errors import JournalUnreadable
+from runflow_tail.journal import CursorState, JournalStore, batch_read
 from runflow_tail.models import Entry
 
 STATE = CursorState(fingerprint="fp", watermark=0, strategy="range")
@@ -79,13 +80,18 @@ pages = st.lists(
         min_size=1,
         max_size=6,
     ),
+    # Small first runs, so that batches span several queries.
+    first_run=st.sampled_from([1, 3, batch_read.FIRST_RUN]),
 )
 def test_a_batch_equals_reading_row_by_row(
     tmp_path_factory: pytest.TempPathFactory,
     pages: list[tuple[str, list[tuple[str, bytes]]]],
     reads: list[tuple[int, list[str], int, int, int | None]],
+    first_run: int,
 ) -> None:
     store = JournalStore(tmp_path_factory.mktemp("j") / "j.sqlite3")
+    default_first_run = batch_read.FIRST_RUN
+    batch_read.FIRST_RUN = first_run
     try:
         stamps = itertools.count()
         for stream, items in pages:
@@ -97,7 +103,21 @@ def test_a_batch_equals_reading_row_by_row(
             )
             assert fields(got) == fields(expected)
     finally:
+        batch_read.FIRST_RUN = default_first_run
         store.close()
+
+
+def test_a_batch_loads_no_entry_past_its_byte_limit(tmp_path: Path) -> None:
+    store = JournalStore(tmp_path / "j.sqlite3")
+    try:
+        store.append("a", [(str(n), n, b"x" * 200_000) for n in range(300)], STATE)
+        # SQLite refuses to build a value over this: a read that loaded the first run
+        # whole (256 entries, 51 MB) would fail instead of returning its 5 entries.
+        store._reader.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 2_000_000)
+        batch = store.read_after(0, ["a"], max_events=10_000, max_bytes=1 << 20)
+    finally:
+        store.close()
+    assert [e.seq for e in batch] == [1, 2, 3, 4, 5]
 
 
 def test_a_batch_of_large_entries_stops_at_its_byte_limit(tmp_path: Path) -> None:
@@ -158,3 +178,12 @@ def test_a_batch_takes_a_few_steps_not_one_per_row(tmp_path: Path) -> None:
         store.close()
     assert len(batch) == 5000
     assert len(counting.rows) <= 8
+
+
+def test_an_sqlite_too_old_for_the_journal_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 7, 17))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.7.17")
+    with pytest.raises(JournalUnreadable, match=r"SQLite 3\.7\.17; the journal needs 3\.25\.0"):
+        JournalStore(tmp_path / "j.sqlite3")

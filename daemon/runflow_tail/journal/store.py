@@ -138,9 +138,19 @@ class CursorState:
         return replace(self, watermark=newest, last_id=last_id)
 
 
+MINIMUM_SQLITE = (3, 25, 0)
+"""Upserts (3.24) and window functions (3.25, batch_read.py)."""
+
+
 class JournalStore(DeadLetterStore, AlertStateStore):
     def __init__(self, path: Path) -> None:
         self.path = path
+        if sqlite3.sqlite_version_info < MINIMUM_SQLITE:
+            raise JournalUnreadable(
+                f"this Python links SQLite {sqlite3.sqlite_version}; the journal needs "
+                f"{'.'.join(map(str, MINIMUM_SQLITE))} or newer: use a newer Python build "
+                "or the Docker image"
+            )
         try:
             self._db = sqlite3.connect(
                 path, isolation_level=None, check_same_thread=False, timeout=30
