@@ -2,8 +2,8 @@
 
 The sqlite3 module gives up the GIL around every ``sqlite3_step``, and a thread that wants
 it back beside a busy event loop waits for the interpreter's switch interval (5 ms): read
-row by row, a sink catching up while the poller drains a backlog got a few hundred rows a
-second (measured: 20,000 rows of 4.7 KB in 1.6 to 15 s beside a busy thread, 0.7 s
+row by row, a sink catching up while the poller drains a backlog got as few as 600 rows a
+second (measured: 20,000 rows of 4.7 KB in 1.6 to 32 s beside a busy thread, 0.7 to 0.8 s
 this way). Here each query returns one aggregate row holding a run of entries.
 
 Which entries fit the byte limit is decided from their lengths alone (SQLite reads a
