@@ -28,6 +28,22 @@ from runflow_tail.settings import (
 from runflow_tail.sinks.file import FileSinkConfig
 
 DEADLINE = 60.0
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m runflow_tail ARGS`` with only the given environment (plus PATH)."""
+    return subprocess.run(
+        [sys.executable, "-m", "runflow_tail", *args],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **(env or {})},
+        cwd=cwd or REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def settings_for(

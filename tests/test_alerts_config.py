@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +11,11 @@ from runflow_tail.config_loader import load_settings
 from runflow_tail.errors import ConfigError
 from runflow_tail.settings import Settings
 
+from tests.harness import run_cli
+
 WriteConfig = Callable[[str], Path]
+
+KEY = "rf_key_123456"
 
 SLACK_URL = "https://hooks.slack.com/services/T0SECRET/B0SECRET/XXXXXXXXXXXXXXXXXXXXXXXX"
 ROUTING_KEY = "R0123456789abcdef0123456789abcde"
@@ -53,7 +55,7 @@ def write_config(tmp_path: Path) -> WriteConfig:
 
 
 def load(path: Path) -> Settings:
-    return load_settings(config_file=path, environ={"RUNFLOW_API_KEY": "rf_key_123456"})
+    return load_settings(config_file=path, environ={"RUNFLOW_API_KEY": KEY})
 
 
 def problems(path: Path) -> list[str]:
@@ -76,13 +78,7 @@ def test_check_config_points_at_the_column_of_a_bad_expression(
 ) -> None:
     """check-config exits 2 and names the rule's key, the column and what was expected."""
     path = write_config(SINKS + RULE.replace("run.status_code:failed", "level_code:error AND"))
-    result = subprocess.run(
-        [sys.executable, "-m", "runflow_tail", "check-config", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"RUNFLOW_API_KEY": "rf_key_123456", "PATH": "/usr/bin:/bin"},
-    )
+    result = run_cli("check-config", "--config", str(path), env={"RUNFLOW_API_KEY": KEY})
     assert result.returncode == 2
     assert (
         f"config file {path}: alerts[0].match = 'level_code:error AND': invalid filter at "
@@ -179,13 +175,7 @@ def test_check_config_masks_destination_secrets_in_the_resolved_config(
 ) -> None:
     """The resolved configuration check-config prints hides webhook URLs and routing keys."""
     path = write_config(SINKS + RULE)
-    result = subprocess.run(
-        [sys.executable, "-m", "runflow_tail", "check-config", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"RUNFLOW_API_KEY": "rf_key_123456", "PATH": "/usr/bin:/bin"},
-    )
+    result = run_cli("check-config", "--config", str(path), env={"RUNFLOW_API_KEY": KEY})
     assert result.returncode == 0, result.stderr
     assert "T0SECRET" not in result.stdout and ROUTING_KEY not in result.stdout
     assert '"destinations": [\n        "slack",' in result.stdout

@@ -3,33 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.harness import REPO, run_cli
+
 ANNOTATED_CONFIG = REPO / "config" / "runflow-tail.toml"
 KEY = "sk-SECRET-1234"
-
-
-def run_cli(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m runflow_tail ARGS`` with only the given environment (plus PATH)."""
-    return subprocess.run(
-        [sys.executable, "-m", "runflow_tail", *args],
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **(env or {})},
-        cwd=cwd or REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def assert_no_traceback(result: subprocess.CompletedProcess[str]) -> None:
