@@ -1,4 +1,4 @@
-"""runflow-tail's benchmark (issue 8): the daemon against the sandbox on loopback.
+"""runflow-tail's benchmark : the daemon against the sandbox on loopback.
 
 ``python -m bench`` (or ``python3 dev.py bench``) measures, in one run:
 

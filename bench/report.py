@@ -1,4 +1,4 @@
-"""Targets (issue 8) and the table: every number beside what it should be, PASS or FAIL."""
+"""Targets (README, "Performance") and the table: each number beside its target, PASS or FAIL."""
 
 from __future__ import annotations
 

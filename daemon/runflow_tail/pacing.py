@@ -6,7 +6,9 @@ Both are tiny on purpose; scheduling (when to actually sleep) stays with the cal
 
 from __future__ import annotations
 
+import email.utils
 import random
+import time
 
 import anyio
 
@@ -66,3 +68,19 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempts = 0
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))

@@ -22,12 +22,12 @@ from typing import Any
 
 import anyio
 
-from ..client import RunflowClient
-from ..errors import ApiConfigurationError, ApiError
-from ..observability import get_logger
-from ..pacing import Backoff
-from ..times import NS_PER_SECOND, TimeValueError, parse_instant
-from .messages import TERMINAL_STATUSES
+from runflow_tail.alerts.messages import TERMINAL_STATUSES
+from runflow_tail.api.client import RunflowClient
+from runflow_tail.errors import ApiConfigurationError, ApiError
+from runflow_tail.observability import get_logger
+from runflow_tail.pacing import Backoff
+from runflow_tail.times import NS_PER_SECOND, TimeValueError, parse_instant
 
 DEFAULT_CAPACITY = 1024
 CONTEXT_ATTEMPTS = 3
@@ -58,9 +58,6 @@ class RunContext:
     def new_batch(self) -> None:
         """Forget copies of runs in progress: the next batch may hold newer entries."""
         self._batch.clear()
-
-    def cached(self, run_id: str) -> dict[str, Any] | None:
-        return self._terminal.get(run_id) or self._batch.get(run_id)
 
     async def get(self, run_id: Any, *, required: bool) -> dict[str, Any] | None:
         """The run, or None when there is none to fetch (no client, bad id, 404...).

@@ -26,14 +26,8 @@ from typing import Any
 import anyio
 import msgspec
 
-from ..client import RunflowClient
-from ..journal import Journal
-from ..models import Entry
-from ..observability import get_logger
-from ..settings import Settings
-from ..times import NS_PER_SECOND
-from .context import RunContext, as_of
-from .messages import (
+from runflow_tail.alerts.context import RunContext, as_of
+from runflow_tail.alerts.messages import (
     MAX_DIGEST_ITEMS,
     alert_id,
     build_alert,
@@ -45,8 +39,8 @@ from .messages import (
     line_of,
     run_summary,
 )
-from .rules import ALERT_ENGINE_CONSUMER, AlertRule, CompiledRule, alert_stream
-from .state import (
+from runflow_tail.alerts.rules import CompiledRule
+from runflow_tail.alerts.state import (
     DIGEST_KEY,
     Digests,
     GroupState,
@@ -55,6 +49,14 @@ from .state import (
     decode_group,
     encode_state,
 )
+from runflow_tail.api.client import RunflowClient
+from runflow_tail.config.alerts import ALERT_ENGINE_CONSUMER, AlertRule, alert_stream
+from runflow_tail.config.model import Settings
+from runflow_tail.dotted import lookup
+from runflow_tail.journal import Journal
+from runflow_tail.models import Entry
+from runflow_tail.observability import get_logger
+from runflow_tail.times import NS_PER_SECOND
 
 BATCH_EVENTS = 500
 BATCH_BYTES = 4 * 1024 * 1024
@@ -98,7 +100,6 @@ class AlertEngine:
             backoff_max=settings.api.backoff_max,
         )
         self.offset = 0
-        self.alerts_written = 0
         self._groups: dict[tuple[str, str], GroupState] = {}
         self._digests = Digests({rule.config.name: rule.config.digest for rule in self._rules})
         self._high_water_ns = 0
@@ -132,14 +133,13 @@ class AlertEngine:
     # -- state -------------------------------------------------------------------------
 
     async def _load(self) -> None:
-        store = self._journal.store
-        offsets = await self._journal.run(store.ensure_offsets, [ALERT_ENGINE_CONSUMER])
+        offsets = await self._journal.ensure_offsets([ALERT_ENGINE_CONSUMER])
         self.offset = offsets[ALERT_ENGINE_CONSUMER]
         names = [rule.config.name for rule in self._rules]
-        forgotten = await self._journal.run(store.forget_alert_rules, names)
+        forgotten = await self._journal.forget_alert_rules(names)
         if forgotten:
             log.info("alerts.state_forgotten", groups=forgotten, reason="rule no longer configured")
-        rows = await self._journal.run(store.load_alert_state)
+        rows = await self._journal.load_alert_state()
         for (rule, group_key), raw in rows.items():
             try:
                 if group_key == DIGEST_KEY:
@@ -176,15 +176,11 @@ class AlertEngine:
                 deletes.append(key)
             else:
                 upserts.append((rule, group_key, encode_state(state)))
-        store = self._journal.store
-        last_seq = await self._journal.run(
-            store.commit_alerts, ALERT_ENGINE_CONSUMER, offset, output.rows, upserts, deletes
+        await self._journal.commit_alerts(
+            ALERT_ENGINE_CONSUMER, offset, output.rows, upserts, deletes
         )
         if offset is not None:
             self.offset = offset
-        if output.rows:
-            self.alerts_written += len(output.rows)
-            self._journal.announce(last_seq)
 
     def _rule(self, name: str) -> CompiledRule | None:
         return self._by_name.get(name)
@@ -200,7 +196,7 @@ class AlertEngine:
             await self._commit(_Output([], idle), None)
         readers = [(alert_stream(d), d) for d in self._destinations]
         older_than = time.time_ns() - self._retention_ns
-        await self._journal.run(self._journal.store.prune_alert_entries, readers, older_than)
+        await self._journal.prune_alert_entries(readers, older_than)
 
     # -- evaluation --------------------------------------------------------------------
 
@@ -226,7 +222,7 @@ class AlertEngine:
         matched = rule.match.matches(view)
         if not matched and (rule.resolve is None or not rule.resolve.matches(view)):
             return
-        values = [_lookup(view, path) for path in rule.config.group_by]
+        values = [lookup(view, path) for path in rule.config.group_by]
         group_key = group_key_of(values)
         key = (rule.config.name, group_key)
         state = self._groups.get(key)
@@ -374,10 +370,3 @@ class AlertEngine:
             self._emit(rule.config, doc, digest_id, output)
         if output.touched:
             await self._commit(output, None)
-
-
-def _lookup(data: Mapping[str, Any], path: str) -> Any:
-    value: Any = data
-    for part in path.split("."):
-        value = value.get(part) if isinstance(value, Mapping) else None
-    return value

@@ -11,14 +11,14 @@ its own id, so that each destination's delivery is independent.
 from __future__ import annotations
 
 import hashlib
-import string
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
 
-from ..models import Entry
-from ..times import NS_PER_SECOND, TimeValueError, format_instant, parse_instant
+from runflow_tail.dotted import DottedFormatter
+from runflow_tail.models import Entry
+from runflow_tail.times import NS_PER_SECOND, TimeValueError, format_instant, parse_instant
 
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled", "cancelled", "partial_succeeded"})
 RUN_FIELDS = (
@@ -36,7 +36,6 @@ RUN_FIELDS = (
     "ended_at",
 )
 MAX_DIGEST_ITEMS = 50
-ELLIPSIS = "…"
 
 _encode = msgspec.json.Encoder().encode
 
@@ -217,52 +216,11 @@ def _instant(ns: int | None) -> str | None:
     return None if ns is None else format_instant(ns)
 
 
-class _Formatter(string.Formatter):
-    """``{run.failure_message}`` looks keys up in nested dicts; anything missing is empty."""
-
-    def get_field(self, field_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
-        value: Any = kwargs
-        for part in field_name.split("."):
-            value = value.get(part) if isinstance(value, Mapping) else None
-        return ("" if value is None else value), field_name
-
-    def format_field(self, value: Any, format_spec: str) -> str:
-        try:
-            return str(super().format_field(value, format_spec))
-        except (TypeError, ValueError):
-            # A spec that does not fit the value (":.1f" on a missing field) must not
-            # lose the alert.
-            return str(value)
-
-
-_FORMATTER = _Formatter()
+_FORMATTER = DottedFormatter()
 
 
 def render(template: str, context: Mapping[str, Any]) -> str:
     return str(_FORMATTER.vformat(template, (), context))
-
-
-def truncate(text: str, limit: int) -> str:
-    """``text`` cut to at most ``limit`` characters, marked with an ellipsis when cut."""
-    if len(text) <= limit:
-        return text
-    return text[: max(0, limit - 1)] + ELLIPSIS
-
-
-def defuse_fences(text: str) -> str:
-    """Break up triple backticks (with zero-width spaces) so a quoted line cannot end the
-    code block it is quoted in."""
-    return text.replace("```", "`\u200b`\u200b`")
-
-
-def describe_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes}m {secs}s" if hours else f"{minutes}m {secs}s"
 
 
 def sample_alert(destination: str, now_ns: int) -> tuple[str, bytes, dict[str, Any]]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from ..times import NS_PER_SECOND
+from runflow_tail.times import NS_PER_SECOND
 
 DIGEST_KEY = "*digest*"
 """The state row of a rule's pending digest (group keys are JSON lists, never this)."""

@@ -1,28 +1,31 @@
 """The journal: durable entries, stream cursors and sink offsets, used from the event loop.
 
-All SQLite work runs in one worker thread at a time (a capacity limiter of 1), so the
-event loop never blocks on disk and the connection is never used concurrently. A commit
-that has started always finishes, even when its caller is cancelled: the cursor and its
-entries land together or not at all.
+``Journal`` is the whole interface the pipeline sees: each method says what it does for
+its caller (``append`` a page with its cursor, ``read_after`` an offset, ``set_offset``,
+``dead_letter`` a batch, ...). Behind it, ``store.JournalStore`` is the SQLite database,
+called from one worker thread at a time (a capacity limiter of 1), so the event loop
+never blocks on disk and the connection is never used concurrently; readers use their
+own connection and thread. A commit that has started always finishes, even when its
+caller is cancelled: the cursor and its entries land together or not at all.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 import anyio
 import anyio.lowlevel
 
-from ..models import Entry
-from ..observability import get_logger
-from ..times import NS_PER_SECOND
-from .dead_letters import DeadLetter
-from .lock import StateDirLock, is_locked
-from .store import JOURNAL_NAME, CursorState, JournalStore
-from .tail import RecentEntries
+from runflow_tail.journal.dead_letters import DeadLetter
+from runflow_tail.journal.lock import StateDirLock, is_locked
+from runflow_tail.journal.recent import RecentEntries
+from runflow_tail.journal.store import JOURNAL_NAME, CursorState, JournalStore
+from runflow_tail.models import Entry, FetchedEntry
+from runflow_tail.observability import get_logger
+from runflow_tail.times import NS_PER_SECOND
 
 __all__ = [
     "JOURNAL_NAME",
@@ -44,7 +47,7 @@ log = get_logger(__name__)
 
 class Journal:
     def __init__(self, store: JournalStore, *, max_bytes: int, dedup_window_ns: int) -> None:
-        self.store = store
+        self._store = store
         self.max_bytes = max_bytes
         self._dedup_window_ns = dedup_window_ns
         self._worker = anyio.CapacityLimiter(1)
@@ -68,21 +71,21 @@ class Journal:
     async def open(cls, state_dir: Path, *, max_bytes: int, dedup_window: float) -> Journal:
         store = await anyio.to_thread.run_sync(JournalStore, state_dir / JOURNAL_NAME)
         journal = cls(store, max_bytes=max_bytes, dedup_window_ns=int(dedup_window * 1e9))
-        journal.last_seq = await journal.run(store.max_seq)
+        journal.last_seq = await journal._run(store.max_seq)
         journal.recent.reset(journal.last_seq)
-        journal.size_bytes = await journal.run(store.size_bytes)
+        journal.size_bytes = await journal._run(store.size_bytes)
         return journal
 
     async def aclose(self) -> None:
-        await self.run(self.store.close)
+        await self._run(self._store.close)
 
-    async def run(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    async def _run(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``function`` in the journal's worker thread."""
         return await anyio.to_thread.run_sync(
             lambda: function(*args, **kwargs), limiter=self._worker
         )
 
-    async def read(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    async def _read(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a reader-connection ``function`` (``read_after``) in the reader's thread."""
         return await anyio.to_thread.run_sync(
             lambda: function(*args, **kwargs), limiter=self._reader
@@ -90,10 +93,17 @@ class Journal:
 
     # -- polling side ------------------------------------------------------------------
 
-    async def commit_page(
-        self, stream: str, rows: Sequence[tuple[str, int, bytes]], state: CursorState
-    ) -> int:
-        appended = await self.run(self.store.append, stream, rows, state)
+    async def load_cursor(self, stream: str) -> CursorState | None:
+        return await self._run(self._store.load_cursor, stream)
+
+    async def save_cursor(self, stream: str, state: CursorState) -> None:
+        """Record where a stream stands, without entries (health, a forgotten API cursor)."""
+        await self._run(self._store.save_cursor, stream, state)
+
+    async def append(self, stream: str, rows: Sequence[FetchedEntry], state: CursorState) -> int:
+        """Journal a page's entries with the stream's new cursor in one transaction;
+        returns how many were new (re-reads are dropped)."""
+        appended = await self._run(self._store.append, stream, rows, state)
         # An upper estimate (re-reads may not have been inserted), exact again at each prune.
         self.size_bytes += sum(len(row[2]) for row in rows)
         self.recent.add(appended)
@@ -115,7 +125,7 @@ class Journal:
         if self.size_bytes < self.max_bytes:
             return
         while True:
-            self.size_bytes = await self.run(self.store.size_bytes)
+            self.size_bytes = await self._run(self._store.size_bytes)
             if self.size_bytes < self.max_bytes:
                 if self._full:
                     log.info("journal.space_available", size_bytes=self.size_bytes)
@@ -133,7 +143,7 @@ class Journal:
             await self.prune(force=True)
             if self.size_bytes < self.max_bytes:
                 continue
-            if await self.run(self._everything_delivered):
+            if await self._run(self._everything_delivered):
                 # What is left is what de-duplication needs; blocking would never end.
                 log.warning(
                     "journal.over_cap",
@@ -148,7 +158,7 @@ class Journal:
         """Run for the daemon's lifetime: checkpoint the WAL off the commit path, and prune."""
         while True:
             await anyio.sleep(interval)
-            await self.read(self.store.checkpoint)
+            await self._read(self._store.checkpoint)
             await self.prune()
 
     # -- delivery side -----------------------------------------------------------------
@@ -185,8 +195,8 @@ class Journal:
                 # was answered from.
                 await anyio.lowlevel.checkpoint()
                 return batch
-        return await self.read(
-            self.store.read_after,
+        return await self._read(
+            self._store.read_after,
             seq,
             streams,
             max_events=max_events,
@@ -199,36 +209,98 @@ class Journal:
             await self._appended.wait()
 
     async def set_offset(self, sink: str, seq: int) -> None:
-        await self.run(self.store.set_offset, sink, seq)
+        await self._run(self._store.set_offset, sink, seq)
         self._delivered.set()
         self._delivered = anyio.Event()
         await self.prune()
+
+    async def ensure_offsets(self, consumers: Iterable[str]) -> dict[str, int]:
+        """Every consumer's offset; one seen for the first time starts at the journal's end
+        (a sink added to a running setup receives new entries, not the whole history)."""
+        return await self._run(self._store.ensure_offsets, list(consumers))
+
+    async def forget_consumer(self, consumer: str) -> None:
+        """Drop a consumer's offset, so that it starts at the journal's end when it returns."""
+        await self._run(self._store.forget_consumer, consumer)
+
+    async def pending(self, sink: str) -> int | None:
+        """The last seq of the batch ``sink`` was sending when it stopped, if any."""
+        return await self._run(self._store.pending, sink)
+
+    async def set_pending(self, sink: str, last_seq: int) -> None:
+        await self._run(self._store.set_pending, sink, last_seq)
+
+    async def dead_letter(self, sink: str, batch: Sequence[Entry], reason: str, end: int) -> None:
+        """Keep a batch ``sink`` refused, with the reason, and move it past ``end``: one
+        transaction."""
+        await self._run(self._store.dead_letter, sink, batch, reason, end)
+
+    async def backlog(self, offset: int, streams: Sequence[str]) -> int:
+        """Entries of ``streams`` after ``offset``."""
+        return await self._run(self._store.backlog, offset, streams)
+
+    async def measure_size(self) -> int:
+        """The journal's size on disk now (live pages)."""
+        self.size_bytes = await self._run(self._store.size_bytes)
+        return self.size_bytes
+
+    # -- the alert engine's state ------------------------------------------------------
+
+    async def load_alert_state(self) -> dict[tuple[str, str], bytes]:
+        return await self._run(self._store.load_alert_state)
+
+    async def forget_alert_rules(self, keep: Iterable[str]) -> int:
+        """Drop the state of rules no longer configured; returns how many groups went."""
+        return await self._run(self._store.forget_alert_rules, list(keep))
+
+    async def commit_alerts(
+        self,
+        consumer: str,
+        offset: int | None,
+        rows: Sequence[tuple[str, str, int, bytes]],
+        upserts: Sequence[tuple[str, str, bytes]],
+        deletes: Sequence[tuple[str, str]],
+    ) -> None:
+        """New alert entries, the engine's offset and its changed rule state, together;
+        destinations waiting for alerts are woken."""
+        last_seq = await self._run(
+            self._store.commit_alerts, consumer, offset, rows, upserts, deletes
+        )
+        if rows:
+            self.announce(last_seq)
+
+    async def prune_alert_entries(
+        self, readers: Iterable[tuple[str, str]], older_than_ns: int
+    ) -> int:
+        return await self._run(self._store.prune_alert_entries, list(readers), older_than_ns)
+
+    # -- retention -----------------------------------------------------------------------
 
     async def prune(self, *, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self._last_prune < PRUNE_INTERVAL:
             return
         self._last_prune = now
-        removed = await self.run(self._prune_sync, under_pressure=force)
-        self.size_bytes = await self.run(self.store.size_bytes)
+        removed = await self._run(self._prune_sync, under_pressure=force)
+        self.size_bytes = await self._run(self._store.size_bytes)
         if removed:
             log.debug("journal.pruned", entries=removed)
 
     def _everything_delivered(self) -> bool:
         """Whether no subscriber has anything left in its own streams."""
-        offsets = self.store.offsets()
+        offsets = self._store.offsets()
         streams_of: dict[str, list[str]] = {}
         for stream, sinks in self._subscribers.items():
             for sink in sinks:
                 streams_of.setdefault(sink, []).append(stream)
         return all(
-            self.store.backlog(offsets.get(sink, 0), streams) == 0
+            self._store.backlog(offsets.get(sink, 0), streams) == 0
             for sink, streams in streams_of.items()
         )
 
     def _prune_sync(self, *, under_pressure: bool = False) -> int:
-        offsets = self.store.offsets()
-        cursors = self.store.list_cursors()
+        offsets = self._store.offsets()
+        cursors = self._store.list_cursors()
         removed = 0
         for stream, sinks in self._subscribers.items():
             cursor = cursors.get(stream)
@@ -240,10 +312,10 @@ class Journal:
             window = self._dedup_window_ns
             if under_pressure:
                 window = max(self._lookbacks_ns.get(stream, 0), NS_PER_SECOND)
-            removed += self.store.prune(
+            removed += self._store.prune(
                 stream, delivered_seq=delivered, older_than_ns=cursor.watermark - window
             )
             if under_pressure:
                 # Delivered entries the next poll may re-read: keep their ids, drop their bytes.
-                self.store.drop_delivered_bytes(stream, delivered_seq=delivered)
+                self._store.drop_delivered_bytes(stream, delivered_seq=delivered)
         return removed

@@ -20,7 +20,7 @@ from itertools import accumulate
 
 import msgspec
 
-from ..models import Entry
+from runflow_tail.models import Entry
 
 FIRST_RUN = 256
 """Entries in a batch's first query, before their sizes are known."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from ..models import Entry
+from runflow_tail.models import Entry
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from ..errors import StateError, StateLocked
+from runflow_tail.errors import StateError, StateLocked
 
 LOCK_NAME = "lock"
 

@@ -17,12 +17,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..errors import JournalUnreadable
-from ..models import Entry
-from .alert_state import AlertStateStore
-from .batch_read import read_batch
-from .dead_letters import DeadLetterStore
-from .tail import Appended
+from runflow_tail.errors import JournalUnreadable
+from runflow_tail.journal.alert_state import AlertStateStore
+from runflow_tail.journal.batch_read import read_batch
+from runflow_tail.journal.dead_letters import DeadLetterStore
+from runflow_tail.journal.recent import Appended
+from runflow_tail.models import Entry, FetchedEntry
 
 JOURNAL_NAME = "journal.sqlite3"
 WRITER_AUTOCHECKPOINT_PAGES = 16384
@@ -265,23 +265,14 @@ class JournalStore(DeadLetterStore, AlertStateStore):
         """Forget a stream's checkpoint; its entries stay, so re-reads are still recognised."""
         self._db.execute("DELETE FROM cursors WHERE stream = ?", (stream,))
 
-    def commit_page(
-        self, stream: str, rows: Iterable[tuple[str, int, bytes]], state: CursorState
-    ) -> tuple[int, int]:
-        """``append``, counted: (entries inserted, highest seq)."""
-        appended = self.append(stream, rows, state)
-        return len(appended.rows), appended.last_seq
-
-    def append(
-        self, stream: str, rows: Iterable[tuple[str, int, bytes]], state: CursorState
-    ) -> Appended:
+    def append(self, stream: str, rows: Iterable[FetchedEntry], state: CursorState) -> Appended:
         """Insert new entries and the new cursor in one transaction.
 
         Re-read entries are dropped by ``UNIQUE(stream, id)``; the cursor can never run
         ahead of the data. Seqs are given here, in order, so the caller learns each new
         entry's seq without reading it back (an ignored re-read leaves a harmless gap).
         """
-        new_rows: Sequence[tuple[str, int, bytes]] = list(rows)
+        new_rows: Sequence[FetchedEntry] = list(rows)
         self._db.execute("BEGIN IMMEDIATE")
         try:
             previous = self._sequence()
@@ -319,9 +310,7 @@ class JournalStore(DeadLetterStore, AlertStateStore):
         ).fetchone()
         return int(row[0])
 
-    def _insert_entries(
-        self, stream: str, first_seq: int, rows: Sequence[tuple[str, int, bytes]]
-    ) -> None:
+    def _insert_entries(self, stream: str, first_seq: int, rows: Sequence[FetchedEntry]) -> None:
         """``INSERT OR IGNORE`` many rows per statement, seqs from ``first_seq`` on.
 
         executemany steps once per row, and the sqlite3 module gives up the GIL around each

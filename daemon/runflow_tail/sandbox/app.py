@@ -41,13 +41,7 @@ from runflow_tail.sandbox.responses import (
     retry_after_header,
     truncated,
 )
-from runflow_tail.sandbox.store import (
-    Entry,
-    EntryFilter,
-    SortError,
-    parse_sort,
-    sort_values,
-)
+from runflow_tail.sandbox.store import Entry, EntryFilter, SortError, parse_sort, sort_values
 from runflow_tail.sandbox.world import RateDecision, World
 
 Handler = Callable[[Request], Awaitable[Response]]

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from runflow_tail.sandbox.options import SandboxOptions, TimestampStyle
-from runflow_tail.times import NS_PER_SECOND, parse_instant
+from runflow_tail.times import NS_PER_SECOND
 
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled", "cancelled", "partial_succeeded"})
 _MIXED_DIGITS = (0, 3, 6, 9)
@@ -296,7 +296,3 @@ def status_spelling(status: str, options: SandboxOptions) -> str:
     if status in ("canceled", "cancelled"):
         return options.canceled_spelling
     return status
-
-
-def parse_run_instant(text: str | None) -> int | None:
-    return None if text is None else parse_instant(text)

@@ -202,17 +202,11 @@ class SandboxThread:
         response.raise_for_status()
         return response.json()
 
-    def options_now(self) -> dict[str, Any]:
-        return dict(self._call("GET", "/_sandbox/options"))
-
     def patch_options(self, **changes: Any) -> dict[str, Any]:
         return dict(self._call("PATCH", "/_sandbox/options", changes))
 
     def queue_faults(self, faults: list[dict[str, Any]]) -> dict[str, Any]:
         return dict(self._call("POST", "/_sandbox/faults", {"queue": faults}))
-
-    def clear_faults(self) -> None:
-        self._call("DELETE", "/_sandbox/faults")
 
     def append(
         self, entries: list[dict[str, Any]], *, visible_after: float = 0.0
@@ -223,9 +217,6 @@ class SandboxThread:
     def generate(self, count: int, **spec: Any) -> dict[str, Any]:
         body = {"generate": {"count": count, **spec}}
         return dict(self._call("POST", "/_sandbox/entries", body))
-
-    def create_run(self, **spec: Any) -> dict[str, Any]:
-        return dict(self._call("POST", "/_sandbox/runs", spec))
 
     def stats(self) -> dict[str, Any]:
         return dict(self._call("GET", "/_sandbox/stats"))

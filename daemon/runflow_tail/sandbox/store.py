@@ -23,6 +23,8 @@ from typing import Any, Protocol
 
 import msgspec
 
+from runflow_tail.dotted import lookup
+
 _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder(dict[str, Any])
 _RUN_SEPARATOR = b',"run":'
@@ -169,17 +171,8 @@ def sort_values(
         else:
             if mapping is None:
                 mapping = entry.mapping()
-            values.append(_lookup(mapping, key.field))
+            values.append(lookup(mapping, key.field))
     return values
-
-
-def _lookup(mapping: Mapping[str, Any], dotted: str) -> Any:
-    value: Any = mapping
-    for part in dotted.split("."):
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(part)
-    return value
 
 
 def _rank(value: Any) -> tuple[int, Any]:

@@ -14,7 +14,8 @@ from typing import ClassVar, Protocol, runtime_checkable
 
 from pydantic import Field, field_validator
 
-from ..models import ByteSize, Duration, Entry, FrozenModel, PositiveDuration
+from runflow_tail.filters import parse_filter
+from runflow_tail.models import ByteSize, Duration, Entry, FrozenModel, PositiveDuration
 
 DEFAULT_MAX_EVENTS = 500
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
@@ -55,6 +56,9 @@ class SinkConfigBase(FrozenModel):
     stable_batches: ClassVar[bool] = False
     """Whether an interrupted batch must be re-sent with exactly the same entries (so that
     idempotency keys derived from it stay the same across restarts)."""
+    alert_only: ClassVar[bool] = False
+    """Whether this type only ever receives alerts (chat and pager destinations), never
+    log entries: a stream cannot route to it, and it cannot subscribe to streams."""
 
     def batching(self) -> BatchSettings:
         if isinstance(self.batch, BatchSettings):
@@ -79,8 +83,6 @@ class SinkConfigBase(FrozenModel):
     @field_validator("match")
     @classmethod
     def _match_parses(cls, value: str) -> str:
-        from ..filters import parse_filter
-
         parse_filter(value)
         return value
 

@@ -15,9 +15,15 @@ import httpx
 import msgspec
 from pydantic import SecretStr, field_validator
 
-from ..alerts.destination import AlertPoster, AlertSinkConfigBase, check_webhook_url
-from ..alerts.messages import defuse_fences, describe_duration, truncate
-from ..errors import parse_retry_after
+from runflow_tail.pacing import parse_retry_after
+from runflow_tail.sinks.alerting import (
+    AlertPoster,
+    AlertSinkConfigBase,
+    check_webhook_url,
+    defuse_fences,
+    describe_duration,
+    truncate,
+)
 
 TITLE_MAX = 256
 DESCRIPTION_MAX = 4096

@@ -23,11 +23,11 @@ import anyio
 import msgspec
 from pydantic import Field
 
-from ..errors import SinkRetryableError
-from ..models import Entry, PositiveDuration
-from ..observability import get_logger
-from .base import BatchSettings, SinkConfigBase
-from .rotation import RotationSettings, needs_rotation, rotate
+from runflow_tail.errors import SinkRetryableError
+from runflow_tail.models import Entry, PositiveDuration
+from runflow_tail.observability import get_logger
+from runflow_tail.sinks.base import BatchSettings, SinkConfigBase
+from runflow_tail.sinks.rotation import RotationSettings, needs_rotation, rotate
 
 DEFAULT_FILE_MODE = 0o640
 INTENT_SUFFIX = ".runflow-tail-intent"

@@ -14,8 +14,7 @@ from typing import Any, Literal
 
 from pydantic import HttpUrl, SecretStr, field_validator
 
-from ..alerts.destination import AlertPoster, AlertSinkConfigBase
-from ..alerts.messages import truncate
+from runflow_tail.sinks.alerting import AlertPoster, AlertSinkConfigBase, truncate
 
 DEFAULT_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 SUMMARY_MAX = 1024

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from ..models import ByteSize, Duration, FrozenModel
+from runflow_tail.models import ByteSize, Duration, FrozenModel
 
 
 class RotationSettings(FrozenModel):

@@ -16,8 +16,14 @@ from typing import Any, Literal
 
 from pydantic import SecretStr, field_validator
 
-from ..alerts.destination import AlertPoster, AlertSinkConfigBase, check_webhook_url
-from ..alerts.messages import defuse_fences, describe_duration, truncate
+from runflow_tail.sinks.alerting import (
+    AlertPoster,
+    AlertSinkConfigBase,
+    check_webhook_url,
+    defuse_fences,
+    describe_duration,
+    truncate,
+)
 
 HEADER_MAX = 150
 SECTION_MAX = 3000

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import string
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -12,10 +11,11 @@ from typing import Any, BinaryIO, Literal
 import anyio
 import msgspec
 
-from ..errors import SinkClosedError
-from ..models import Entry
-from ..times import NS_PER_SECOND
-from .base import BatchSettings, SinkConfigBase
+from runflow_tail.dotted import DottedFormatter
+from runflow_tail.errors import SinkClosedError
+from runflow_tail.models import Entry
+from runflow_tail.sinks.base import BatchSettings, SinkConfigBase
+from runflow_tail.times import NS_PER_SECOND
 
 Color = Literal["auto", "always", "never"]
 
@@ -90,7 +90,7 @@ def make_renderer(config: StdoutSinkConfig, *, isatty: bool) -> Any:
     if config.format == "logfmt":
         return _render_logfmt
     if config.format == "template":
-        formatter = _DottedFormatter()
+        formatter = DottedFormatter()
         return lambda entry: (formatter.format(config.template, **entry.data()) + "\n").encode()
     use_color = config.color == "always" or (config.color == "auto" and isatty)
     return PrettyRenderer(utc=config.utc, color=use_color, meta_keys=config.meta_keys).render
@@ -115,16 +115,6 @@ def _logfmt_value(value: Any) -> str:
     if text and not any(ch in text for ch in ' ="\\\n\t'):
         return text
     return msgspec.json.encode(text).decode()
-
-
-class _DottedFormatter(string.Formatter):
-    """``str.format`` that reads ``{run.status_code}`` as a path and prints missing as empty."""
-
-    def get_field(self, field_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
-        value: Any = kwargs
-        for part in field_name.split("."):
-            value = value.get(part) if isinstance(value, Mapping) else None
-        return ("" if value is None else value), field_name
 
 
 class PrettyRenderer:

@@ -23,15 +23,14 @@ import anyio
 import httpx
 from pydantic import Field, HttpUrl, SecretStr, field_validator, model_validator
 
-from .. import __version__
-from ..errors import SinkRejectedError, SinkRetryableError, parse_retry_after
-from ..models import Duration, Entry, PositiveDuration
-from ..observability import get_logger
-from .base import BatchSettings, SinkConfigBase
+from runflow_tail.errors import SinkRejectedError, SinkRetryableError
+from runflow_tail.models import Duration, Entry, PositiveDuration
+from runflow_tail.observability import get_logger
+from runflow_tail.sinks._http import http_client, post
+from runflow_tail.sinks.base import BatchSettings, SinkConfigBase
 
 DEFAULT_WEBHOOK_BATCH = BatchSettings(max_events=100, max_bytes=1024 * 1024, max_wait=1.0)
 DEFAULT_WEBHOOK_RETRY = 3600.0
-RETRYABLE_STATUSES = frozenset({408, 425, 429})
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks prefix, not a secret
 
 log = get_logger(__name__)
@@ -112,11 +111,7 @@ class WebhookSink:
         self._url = str(config.url)
         self._key = signing_key(config.secret) if config.secret is not None else None
         self._batched = config.batch is not False
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": f"runflow-tail/{__version__}",
-        }
-        headers.update({k: v.get_secret_value() for k, v in config.headers.items()})
+        headers = {k: v.get_secret_value() for k, v in config.headers.items()}
         if config.bearer_token is not None:
             headers["Authorization"] = f"Bearer {config.bearer_token.get_secret_value()}"
         auth = None
@@ -131,13 +126,9 @@ class WebhookSink:
                 sink=name,
                 reason="verify = false: certificates are not checked; use ca_file instead",
             )
-        self._http = httpx.AsyncClient(
-            headers=headers,
-            auth=auth,
-            timeout=httpx.Timeout(config.timeout),
-            verify=verify,
-            follow_redirects=False,
-        )
+        self._http = http_client(timeout=config.timeout, headers=headers, auth=auth, verify=verify)
+        # Named without its query or credentials, which may hold tokens.
+        self._label = str(httpx.URL(self._url).copy_with(query=None, userinfo=b""))
 
     def __repr__(self) -> str:
         return f"WebhookSink(name={self._name!r})"
@@ -174,29 +165,7 @@ class WebhookSink:
             timestamp = int(time.time())
             headers["webhook-timestamp"] = str(timestamp)
             headers["webhook-signature"] = sign(self._key, message_id, timestamp, body)
-        try:
-            response = await self._http.post(self._url, content=body, headers=headers)
-        except httpx.TimeoutException as exc:
-            raise SinkRetryableError(
-                f"{self._url_for_humans()}: no answer within {self._config.timeout:g}s"
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise SinkRetryableError(
-                f"{self._url_for_humans()}: {type(exc).__name__}: {exc}"
-            ) from exc
-        status = response.status_code
-        if 200 <= status < 300:
-            return
-        said = response.text[:200].strip()
-        reason = f"{self._url_for_humans()} answered HTTP {status}" + (f": {said}" if said else "")
-        if status in RETRYABLE_STATUSES or status >= 500:
-            retry_after = parse_retry_after(response.headers.get("retry-after"))
-            raise SinkRetryableError(reason, retry_after=retry_after)
-        raise SinkRejectedError(reason)
-
-    def _url_for_humans(self) -> str:
-        url = httpx.URL(self._url)
-        return str(url.copy_with(query=None, userinfo=b""))
+        await post(self._http, self._url, content=body, headers=headers, label=self._label)
 
     async def aclose(self) -> None:
         await self._http.aclose()

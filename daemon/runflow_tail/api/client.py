@@ -1,0 +1,261 @@
+"""The Runflow API client: one ``httpx.AsyncClient`` per API key, pages parsed without copies.
+
+A page is decoded once into its cursor fields and the raw bytes of each item
+(``msgspec.Raw``); from each item only ``id`` and ``timestamp`` are decoded. The raw bytes
+are what the journal keeps and what sinks pass on: no field re-encoded, no timestamp
+reformatted. Every failure leaves as an ``ApiError`` (see ``errors``).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import httpx
+import msgspec
+
+from runflow_tail.api.errors import classify_api_response
+from runflow_tail.api.settings import ApiSettings
+from runflow_tail.errors import ApiConfigurationError, ApiMalformedResponse, ApiTransportError
+from runflow_tail.metrics import Metrics
+from runflow_tail.models import FetchedEntry
+from runflow_tail.observability import get_logger
+from runflow_tail.pacing import RateLimiter
+from runflow_tail.times import NS_PER_SECOND, TimeValueError, parse_timestamp
+from runflow_tail.version import USER_AGENT
+
+SORT_ASCENDING = "timestamp:asc,id:asc"
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    entries: list[FetchedEntry]
+    next_cursor: str | None
+    item_count: int
+    """Items the API returned, including any we could not journal (see ``invalid``)."""
+    invalid: int = 0
+    body_bytes: int = 0
+    seen_since_ns: int | None = None
+    """An API-clock instant no later than when this page was evaluated (from the response's
+    Date header, less the request's duration and the header's one-second resolution)."""
+
+
+class _PageBody(msgspec.Struct):
+    items: list[msgspec.Raw]
+    next: str | None = None
+    next_pq: str | None = None
+
+
+class _EntryKey(msgspec.Struct):
+    id: str | None = None
+    timestamp: str | None = None
+
+
+class _PageKeys(msgspec.Struct):
+    items: list[_EntryKey]
+
+
+_new_entry = tuple.__new__
+_decode_page = msgspec.json.Decoder(_PageBody).decode
+_decode_keys = msgspec.json.Decoder(_PageKeys).decode
+_decode_key = msgspec.json.Decoder(_EntryKey).decode
+
+
+def parse_page(body: bytes) -> Page:
+    """Split a page into entries; raises ``msgspec.DecodeError`` for a body that is not a page."""
+    page = _decode_page(body)
+    try:
+        # Every id and timestamp in one pass over the page, not one decoder call per entry.
+        keys: list[_EntryKey] | None = _decode_keys(body).items
+    except msgspec.DecodeError:
+        keys = None  # some item is malformed: judge each one on its own below
+    entries: list[FetchedEntry] = []
+    invalid = 0
+    # One search of the page instead of one per item: pages are usually compact.
+    may_hold_line_breaks = b"\n" in body
+    for index, item in enumerate(page.items):
+        raw = bytes(item)
+        if may_hold_line_breaks and b"\n" in raw:
+            # Only insignificant whitespace can hold a raw line break in JSON; compacting
+            # it keeps every value as sent and keeps the entry one line in JSON Lines.
+            raw = msgspec.json.format(raw, indent=-1)
+        try:
+            key = keys[index] if keys is not None else _decode_key(raw)
+            if key.timestamp is None:
+                raise TimeValueError("no timestamp")
+            timestamp_ns = parse_timestamp(key.timestamp)
+        except (msgspec.DecodeError, TimeValueError) as exc:
+            invalid += 1
+            log.warning(
+                "api.entry_invalid", reason=str(exc), item=raw[:200].decode("utf-8", "replace")
+            )
+            continue
+        # An entry without an id still deserves delivery; a digest of its bytes is stable
+        # across re-reads, so de-duplication keeps working.
+        entry_id = key.id or "sha256:" + hashlib.sha256(raw).hexdigest()
+        entries.append(_new_entry(FetchedEntry, (entry_id, timestamp_ns, raw)))
+    return Page(
+        entries=entries,
+        next_cursor=page.next if page.next is not None else page.next_pq,
+        item_count=len(page.items),
+        invalid=invalid,
+        body_bytes=len(body),
+    )
+
+
+class RunflowClient:
+    """Talks to one Runflow API with one key; safe to share between streams."""
+
+    def __init__(
+        self,
+        settings: ApiSettings,
+        *,
+        limiter: RateLimiter | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        if settings.api_key is None:
+            raise ApiConfigurationError("no API key configured: set RUNFLOW_API_KEY")
+        headers = {
+            "Authorization": f"Bearer {settings.api_key.get_secret_value()}",
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+        }
+        if settings.organization_id:
+            headers["X-Organization-Id"] = settings.organization_id
+        self._base = httpx.URL(settings.base_url)
+        self._http = httpx.AsyncClient(
+            base_url=settings.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(settings.timeout),
+            transport=transport,
+            follow_redirects=False,
+        )
+        self._timeout = settings.timeout
+        self._key = settings.api_key.get_secret_value().encode()
+        self.limiter = limiter or RateLimiter(settings.max_requests_per_second)
+        self.requests_made = 0
+        self._metrics = metrics or Metrics()
+
+    def __repr__(self) -> str:
+        return f"RunflowClient(base_url={str(self._base)!r})"
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def fetch_logs(
+        self,
+        run_id: str,
+        *,
+        query: str = "",
+        fields: tuple[str, ...] = (),
+        limit: int = 500,
+        cursor: str | None = None,
+    ) -> Page:
+        """One page of ``GET /v1/runs/{run_id}/logs``, sorted by (timestamp, id) ascending."""
+        params: dict[str, str] = {"limit": str(limit), "sort_by": SORT_ASCENDING}
+        if query:
+            params["q"] = query
+        if fields:
+            params["fields"] = ",".join(fields)
+        if cursor is not None:
+            params = self._follow(cursor, params)
+        started = time.monotonic()
+        body, headers = await self._exchange(
+            f"/v1/runs/{run_id}/logs", params, what=f"fetching logs of run {run_id}"
+        )
+        try:
+            page = parse_page(body)
+        except msgspec.DecodeError as exc:
+            raise ApiMalformedResponse(
+                f"fetching logs of run {run_id}: the API sent a body that is not a page of "
+                f"entries ({exc}; {len(body)} bytes)",
+                status=200,
+            ) from exc
+        evaluated = _evaluated_no_later_than(headers.get("date"), time.monotonic() - started)
+        return replace(page, seen_since_ns=evaluated) if evaluated is not None else page
+
+    async def get_json(self, path: str, *, what: str) -> Any:
+        body = await self._get(path, {}, what=what)
+        try:
+            return msgspec.json.decode(body)
+        except msgspec.DecodeError as exc:
+            raise ApiMalformedResponse(f"{what}: the API sent invalid JSON ({exc})") from exc
+
+    @staticmethod
+    def _follow(cursor: str, params: dict[str, str]) -> dict[str, str]:
+        """Turn whatever the API calls its next cursor into the next request's parameters.
+
+        The documentation leaves open whether a cursor is a bare ``pq`` token, a query
+        string carrying ``pq=``, or a whole URL; all three are accepted. A URL's query is
+        used against our own endpoint and origin, so the bearer key never goes anywhere
+        the configuration did not name.
+        """
+        text = cursor.strip()
+        if text.startswith(("http://", "https://", "/")):
+            found = dict(parse_qsl(urlsplit(text).query, keep_blank_values=True))
+        elif "pq=" in text:
+            found = dict(parse_qsl(text.lstrip("?"), keep_blank_values=True))
+        else:
+            found = {}
+        # Without a pq it was a bare token after all (base64 may start with '/' or end in
+        # 'pq='); dropping it would fetch the first page again and again.
+        if not found.get("pq"):
+            return {**params, "pq": text}
+        return {**params, **found}
+
+    async def _get(self, url: str, params: Mapping[str, str], *, what: str) -> bytes:
+        body, _ = await self._exchange(url, params, what=what)
+        return body
+
+    async def _exchange(
+        self, url: str, params: Mapping[str, str], *, what: str
+    ) -> tuple[bytes, httpx.Headers]:
+        await self.limiter.acquire()
+        self.requests_made += 1
+        try:
+            response = await self._http.get(url, params=params)
+            body = response.content
+        except httpx.TimeoutException as exc:
+            self._metrics.api_requests.labels("error").inc()
+            raise ApiTransportError(
+                f"{what}: no answer from the API within {self._timeout:g}s"
+            ) from exc
+        except httpx.HTTPError as exc:
+            self._metrics.api_requests.labels("error").inc()
+            raise ApiTransportError(
+                f"{what}: the connection to the API failed ({type(exc).__name__}: {exc})"
+            ) from exc
+        self._metrics.api_requests.labels(str(response.status_code)).inc()
+        if response.is_success:
+            return body, response.headers
+        # A server or proxy that echoes the key must not carry it into our errors and logs.
+        body = body.replace(self._key, b"[redacted]")
+        error = classify_api_response(response.status_code, response.headers, body, what=what)
+        if response.status_code == 429:
+            # The limit is per organization: every stream on this key waits.
+            self.limiter.pause(error.retry_after or 1.0)
+        raise error
+
+
+def _evaluated_no_later_than(date: str | None, duration: float) -> int | None:
+    """A lower bound for when the server evaluated a request, in the server's clock."""
+    if not date:
+        return None
+    try:
+        sent = email.utils.parsedate_to_datetime(date)
+    except (TypeError, ValueError):
+        return None
+    if sent.tzinfo is None:
+        return None
+    # The header has whole seconds and servers refresh it about once a second; the request
+    # itself took `duration`.
+    margin = 2.0 + duration
+    return int((sent.timestamp() - margin) * NS_PER_SECOND)

@@ -1,0 +1,41 @@
+"""How to reach the Runflow API: where, with which key, how fast and how patiently."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
+
+from runflow_tail.models import FrozenModel, PositiveDuration
+
+DEFAULT_BASE_URL = "https://api.runflow.io"
+
+
+class ApiSettings(FrozenModel):
+    base_url: str = DEFAULT_BASE_URL
+    api_key: SecretStr | None = None
+    api_key_file: Path | None = None
+    organization_id: str | None = None
+    timeout: PositiveDuration = 30.0
+    max_requests_per_second: float = Field(5.0, gt=0, le=1000)
+    backoff_initial: PositiveDuration = 1.0
+    backoff_max: PositiveDuration = 32.0
+    config_error_retry_interval: PositiveDuration = 300.0
+    """How often to retry after the API said the config is wrong (401/403/404/400)."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+            raise ValueError("expected an http(s) URL such as https://api.runflow.io")
+        return value.rstrip("/")
+
+    @field_validator("backoff_max")
+    @classmethod
+    def _backoff_order(cls, value: float, info: ValidationInfo) -> float:
+        # A field validator (not a model one) so the error points at api.backoff_max.
+        initial = info.data.get("backoff_initial")
+        if isinstance(initial, float) and value < initial:
+            raise ValueError(f"expected at least backoff_initial ({initial:g}s)")
+        return value

@@ -1,0 +1,199 @@
+"""Operator commands: ``checkpoint show|set|reset`` and ``status``.
+
+Reading works while the daemon runs (SQLite WAL lets a second reader in); writing needs
+the state-directory lock, so it is refused while a daemon holds it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from runflow_tail.cli._common import load_settings_for, open_journal_store
+from runflow_tail.config.model import Settings
+from runflow_tail.errors import EXIT_OK, ConfigError, StateLocked
+from runflow_tail.journal import JOURNAL_NAME, JournalStore, StateDirLock
+from runflow_tail.service.status import snapshot
+from runflow_tail.times import TimeValueError, format_instant, parse_instant
+
+
+def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
+    checkpoint = commands.add_parser(
+        "checkpoint",
+        help="show or move a stream's checkpoint",
+        description="Inspect or move stream checkpoints. `show` works while the daemon runs; "
+        "`set` and `reset` need the daemon stopped.",
+    )
+    actions = checkpoint.add_subparsers(dest="action", metavar="ACTION", required=True)
+    show = actions.add_parser("show", parents=[common], help="watermark, cursor, sink offsets")
+    show.add_argument("--stream", help="only this stream")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.set_defaults(handler=_cmd_show)
+    move = actions.add_parser(
+        "set",
+        parents=[common],
+        help="resume a stream from a timestamp",
+        description="Resume polling STREAM from TIMESTAMP (entries before it are not fetched). "
+        "Entries the journal still holds are not delivered twice; to re-send, use replay.",
+    )
+    move.add_argument("--stream", required=True)
+    move.add_argument("--to", required=True, metavar="TIMESTAMP", help="RFC 3339 timestamp")
+    move.set_defaults(handler=_cmd_set)
+    reset = actions.add_parser(
+        "reset",
+        parents=[common],
+        help="forget a stream's checkpoint (start_at applies again)",
+        description="Forget a stream's checkpoint so its start_at applies again; --all moves "
+        "the whole journal aside (the way out of an unreadable journal).",
+    )
+    target = reset.add_mutually_exclusive_group(required=True)
+    target.add_argument("--stream")
+    target.add_argument("--all", action="store_true", help="move the journal file aside")
+    reset.set_defaults(handler=_cmd_reset)
+
+    status = commands.add_parser(
+        "status",
+        parents=[common],
+        help="streams and sinks at a glance",
+        description="Each stream's health, watermark and lag; each sink's offset, backlog "
+        "and dead letters. Works while the daemon runs.",
+    )
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=_cmd_status)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings_for(args, require_api_key=False)
+
+
+def _state_dir(settings: Settings) -> Path:
+    assert settings.state.dir is not None
+    return settings.state.dir
+
+
+def _snapshot(settings: Settings) -> dict[str, Any]:
+    store = open_journal_store(settings)
+    try:
+        return snapshot(store, settings, _state_dir(settings))
+    finally:
+        store.close()
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    snapshot = _snapshot(_settings(args))
+    if args.stream:
+        snapshot["streams"] = [s for s in snapshot["streams"] if s["stream"] == args.stream]
+        if not snapshot["streams"]:
+            raise ConfigError(f"no checkpoint for stream {args.stream!r}")
+    _print(snapshot, as_json=args.json)
+    return EXIT_OK
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    _print(_snapshot(_settings(args)), as_json=args.json)
+    return EXIT_OK
+
+
+def _print(snapshot: dict[str, Any], *, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(msgspec.json.encode(snapshot).decode() + "\n")
+        return
+    running = "running" if snapshot["daemon_running"] else "not running"
+    print(
+        f"state {snapshot['state_dir']} (daemon {running}); journal: "
+        f"{snapshot['journal_entries']} entries, {snapshot['journal_bytes']} bytes"
+    )
+    print("streams:")
+    for s in snapshot["streams"]:
+        health = "ok" if s["healthy"] else f"UNHEALTHY: {s['problem']}"
+        print(f"  {s['stream']:<16} {health}")
+        print(f"    strategy={s['strategy']} watermark={s['watermark']} lag={s['lag_seconds']}s")
+        if s["api_cursor"]:
+            print(f"    api_cursor={s['api_cursor']}")
+    print("sinks:")
+    for k in snapshot["sinks"]:
+        print(
+            f"  {k['sink']:<16} offset={k['offset']} backlog={k['backlog']} "
+            f"dead_letters={k['dead_letters']} streams={','.join(k['streams'])}"
+        )
+
+
+def _lock(state_dir: Path) -> StateDirLock:
+    lock = StateDirLock(state_dir)
+    try:
+        lock.acquire()
+    except StateLocked as exc:
+        raise StateLocked(f"{exc} (checkpoint changes need the daemon stopped)") from None
+    return lock
+
+
+def _locked_store(settings: Settings) -> tuple[StateDirLock, JournalStore]:
+    lock = _lock(_state_dir(settings))
+    try:
+        return lock, open_journal_store(settings)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _cmd_set(args: argparse.Namespace) -> int:
+    try:
+        target = parse_instant(args.to, date_only_ok=True)
+    except TimeValueError as exc:
+        raise ConfigError(f"--to: {exc}") from None
+    settings = _settings(args)
+    lock, store = _locked_store(settings)
+    try:
+        cursor = store.load_cursor(args.stream)
+        if cursor is None:
+            raise ConfigError(f"no checkpoint for stream {args.stream!r} yet")
+        store.save_cursor(
+            args.stream, replace(cursor, watermark=target, floor=target, api_cursor=None)
+        )
+    finally:
+        store.close()
+        lock.release()
+    print(f"stream {args.stream}: will resume from {format_instant(target)}")
+    return EXIT_OK
+
+
+def _cmd_reset(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    state_dir = _state_dir(settings)
+    if args.all:
+        path = state_dir / JOURNAL_NAME
+        if not path.exists():
+            print(f"no journal at {path}: nothing to move aside")
+            return EXIT_OK
+        lock = _lock(state_dir)
+        try:
+            stamp = time.strftime("%Y%m%dT%H%M%S")
+            aside = path.with_name(f"{JOURNAL_NAME}.{stamp}.bak")
+            # Never replace an earlier backup (two resets within one second).
+            for n in itertools.count(1):
+                if not any(Path(f"{aside}{x}").exists() for x in ("", "-wal", "-shm")):
+                    break
+                aside = path.with_name(f"{JOURNAL_NAME}.{stamp}-{n}.bak")
+            for suffix in ("", "-wal", "-shm"):
+                source = Path(f"{path}{suffix}")
+                if source.exists():
+                    source.rename(Path(f"{aside}{suffix}"))
+        finally:
+            lock.release()
+        print(f"journal moved to {aside}; the next start begins from each stream's start_at")
+        return EXIT_OK
+    lock, store = _locked_store(settings)
+    try:
+        store.delete_cursor(args.stream)
+    finally:
+        store.close()
+        lock.release()
+    print(f"stream {args.stream}: checkpoint forgotten; start_at applies on the next start")
+    return EXIT_OK

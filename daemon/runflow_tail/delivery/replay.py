@@ -1,0 +1,71 @@
+"""Replay: re-send dead letters, or a time range from the journal, to one sink.
+
+Replay never touches the sink's live offset, so it can run beside the daemon. The caller
+builds the sink under its own name (``<sink>.replay``: a file sink keeps a separate
+crash-intent record; a webhook's idempotency keys differ from the live ones); ranges go
+in the sink's own batch size and through its own ``match`` filter (dead letters were
+filtered when first sent).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import anyio
+
+from runflow_tail.errors import SinkError
+from runflow_tail.filters import parse_filter
+from runflow_tail.journal import JournalStore
+from runflow_tail.models import Entry
+from runflow_tail.sinks.base import Sink, SinkConfigBase
+
+
+class ReplayStopped(SinkError):
+    """The sink refused part of a replay; what was sent before it stays sent."""
+
+
+async def replay_dead_letters(store: JournalStore, sink: Sink, sink_name: str) -> tuple[int, int]:
+    """Send each dead letter of ``sink_name`` and delete it once sent: (letters, entries)."""
+    letters = await anyio.to_thread.run_sync(store.dead_letters, sink_name)
+    sent = 0
+    for letter in letters:
+        await _send(sink, letter.entries, f"dead letter {letter.id}")
+        await anyio.to_thread.run_sync(store.delete_dead_letter, letter.id)
+        sent += len(letter.entries)
+    return len(letters), sent
+
+
+async def replay_range(
+    store: JournalStore,
+    sink: Sink,
+    config: SinkConfigBase,
+    streams: Sequence[str],
+    start: int,
+    end: int | None,
+) -> int:
+    """Send what the journal holds of ``streams`` in [start, end) that ``config.match``
+    accepts, in ``config``'s batch size; returns how many entries went."""
+    matcher = parse_filter(config.match)
+    batch_size = config.batching().max_events
+    sent, after = 0, 0
+    while True:
+        rows = await anyio.to_thread.run_sync(
+            functools.partial(
+                store.read_range, streams, start, end, after_seq=after, limit=batch_size
+            )
+        )
+        if not rows:
+            return sent
+        after = rows[-1].seq
+        batch = [entry for entry in rows if matcher.matches(entry.data())]
+        if batch:
+            await _send(sink, batch, "range")
+        sent += len(batch)
+
+
+async def _send(sink: Sink, batch: Sequence[Entry], what: str) -> None:
+    try:
+        await sink.send(batch)
+    except SinkError as exc:
+        raise ReplayStopped(f"replay stopped at {what}: {exc}") from exc

@@ -1,0 +1,428 @@
+"""The poller: one task per stream, moving entries from the API into the journal.
+
+Two strategies (docs/architecture.md, "Polling"). *Range*: each cycle asks for
+``timestamp >= watermark - lookback`` and follows page cursors until a short page; the
+journal's unique ids drop what was seen. *Cursor*, for an API that refuses ranges on
+``timestamp``: keep the cursor that fetched the last page and poll it again; advance when
+pages fill; an expired cursor re-walks from the start of the results, dropping what is
+older than the watermark, and checks whether the newest entry we had is still there (a
+gap check, logged and counted).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from runflow_tail.api.client import Page, RunflowClient
+from runflow_tail.api.range_query import PROBE_FUTURE_NS, RangeForm, with_range
+from runflow_tail.api.settings import ApiSettings
+from runflow_tail.config.model import StreamSettings
+from runflow_tail.errors import ApiConfigurationError, ApiCursorRejected, RetryableApiError
+from runflow_tail.ingest.backfill import PAGES_PER_WINDOW, backfill, windows_supported
+from runflow_tail.ingest.probe import ProbeAnswer, probe
+from runflow_tail.ingest.stream_health import StreamHealth, query_fingerprint
+from runflow_tail.journal import CursorState, Journal
+from runflow_tail.metrics import Metrics
+from runflow_tail.models import FetchedEntry
+from runflow_tail.observability import get_logger
+from runflow_tail.pacing import Backoff
+from runflow_tail.times import NS_PER_SECOND, format_instant, parse_start
+
+PERSIST_HEALTH_EVERY = 30.0
+PAGES_IN_FLIGHT = 4
+BACKFILL_MIN_ROUND_TRIP = 0.025
+BACKFILL_MEMORY = 32 * 1024 * 1024
+"""Fetched pages waiting for their commit: bounds memory during a backlog."""
+PAGES_PER_COMMIT = 8
+COMMIT_BYTES = 4 * 1024 * 1024
+"""A group commit stops growing at this many bytes of pages (bounded memory)."""
+
+log = get_logger(__name__)
+
+
+class Poller:
+    def __init__(
+        self,
+        stream: StreamSettings,
+        api: ApiSettings,
+        client: RunflowClient,
+        journal: Journal,
+        *,
+        fatal_problems: bool = False,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.stream = stream
+        self._fatal_problems = fatal_problems
+        self._metrics = metrics or Metrics()
+        self.health = StreamHealth(stream.name)
+        self._api = api
+        self._client = client
+        self._journal = journal
+        self._backoff = Backoff(api.backoff_initial, api.backoff_max)
+        self._state = CursorState(fingerprint=query_fingerprint(stream))
+        self.range_form: RangeForm = "bare"
+        self._strategy: str | None = None
+        self._gap_check: tuple[str, int] | None = None
+        self._read_through_ns: int | None = None
+        self._windows_supported: bool | None = None
+        self._round_trip = 0.0
+        self._commit_time = 0.0
+        """Seconds to commit one page, smoothed."""
+        """Seconds per page request, smoothed: parallel backfill pays only when it is high."""
+        self._persisted_health_at = 0.0
+        self._reported_problem: str | None = None
+
+    async def run(self) -> None:
+        self._state = await self._load_state()
+        while True:
+            started = anyio.current_time()
+            try:
+                if self._strategy is None:
+                    self._strategy = await self._choose_strategy()
+                more = await (
+                    self._range_cycle() if self._strategy == "range" else self._cursor_cycle()
+                )
+            except ApiCursorRejected as exc:
+                await self._on_cursor_rejected(exc)
+                continue
+            except ApiConfigurationError as exc:
+                if self._fatal_problems:
+                    raise
+                self.health.blocked = True
+                await self._on_problem(str(exc))
+                await anyio.sleep(self._api.config_error_retry_interval)
+                continue
+            self._metrics.poll_duration.labels(self.stream.name).observe(
+                anyio.current_time() - started
+            )
+            await self._on_success()
+            if not more:
+                self.health.caught_up.set()
+                await anyio.sleep(
+                    max(0.0, self.stream.poll_interval - (anyio.current_time() - started))
+                )
+
+    # -- start-up ----------------------------------------------------------------------
+
+    async def _load_state(self) -> CursorState:
+        fingerprint = query_fingerprint(self.stream)
+        stored = await self._journal.load_cursor(self.stream.name)
+        if stored is None:
+            start = parse_start(self.stream.start_at, now_ns=time.time_ns())
+            state = CursorState(fingerprint=fingerprint, watermark=start, floor=start)
+            log.info("stream.starting", stream=self.stream.name, start_at=self.stream.start_at)
+        elif stored.fingerprint != fingerprint:
+            # The watermark is about time, not about the query: keep it, so a changed
+            # filter continues from where the stream was instead of replaying history.
+            state = replace(stored, fingerprint=fingerprint, api_cursor=None)
+            log.info(
+                "stream.query_changed",
+                stream=self.stream.name,
+                kept_watermark=_show(stored.watermark),
+            )
+        else:
+            state = stored
+            log.info(
+                "stream.resuming",
+                stream=self.stream.name,
+                watermark=_show(stored.watermark),
+            )
+        self.health.watermark_ns = state.watermark
+        return state
+
+    async def _choose_strategy(self) -> str:
+        if self.stream.strategy != "auto":
+            self.health.strategy = self.stream.strategy
+            return self.stream.strategy
+        if self.stream.query.strip():
+            # The user's own filter first: if the API rejects it, that is the problem to
+            # report, not a reason to think ranges are unsupported.
+            await self.fetch(self.stream.query, None, limit=1)
+        chosen, reason = "cursor", "the API rejects range filters on timestamp"
+        future = time.time_ns() + PROBE_FUTURE_NS
+        for form in ("bare", "quoted"):
+            # A day ahead, a window holds nothing: any item means the filter was ignored.
+            answer = await self._probe(with_range(self.stream.query, future, form, future + 1))
+            if answer == "rejected":
+                answer = await self._probe(with_range(self.stream.query, future, form))
+                self._windows_supported = False
+            elif answer == "honoured":
+                self._windows_supported = True
+            if answer == "honoured":
+                chosen, reason, self.range_form = "range", f"range filters work ({form})", form
+                break
+            if answer == "ignored":
+                reason = "the API ignores range filters on timestamp"
+                break
+        log.info("stream.strategy_chosen", stream=self.stream.name, strategy=chosen, reason=reason)
+        self.health.strategy = chosen
+        return chosen
+
+    async def _probe(self, query: str) -> ProbeAnswer:
+        return await probe(lambda q: self.fetch(q, None, limit=1), query)
+
+    # -- cycles --------------------------------------------------------------------------
+
+    async def _range_cycle(self) -> bool:
+        """Follow pages from the watermark until a short page; True if more is waiting."""
+        start_watermark = self._state.watermark
+        lower = self._lower_bound()
+        query = (
+            self.stream.query
+            if lower is None
+            else with_range(self.stream.query, lower, self.range_form)
+        )
+        first = await self.fetch(query, None)
+        if await self._backfilled(first, lower):
+            return False
+        # Pipelining: pages go to a committer task through a small bounded buffer, so the
+        # next request is out while earlier pages commit; when commits fall behind, the
+        # committer takes every waiting page in one transaction (fewer, larger commits).
+        send, receive = anyio.create_memory_object_stream[Page](PAGES_IN_FLIGHT)
+        page = first
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self.commit_pages, receive, lower)
+                async with send:
+                    await send.send(page)
+                    while self.is_full(page) and page.next_cursor is not None:
+                        page = await self.fetch(query, page.next_cursor)
+                        await send.send(page)
+        except BaseExceptionGroup as group:
+            # One failure at a time is what the retry logic understands; the task group
+            # only exists for pipelining.
+            raise group.exceptions[0] from None
+        self._note_read_through(first.seen_since_ns)
+        full_without_next = self.is_full(page) and page.next_cursor is None
+        return full_without_next and self._state.watermark != start_watermark
+
+    async def _cursor_cycle(self) -> bool:
+        lower = self._lower_bound()
+        cursor = self._state.api_cursor
+        while True:
+            page = await self.fetch(self.stream.query, cursor)
+            await self._commit([page], lower, cursor)
+            if not self.is_full(page) or page.next_cursor is None:
+                if self._gap_check is not None:
+                    self._finish_gap_check(found=False)
+                return False
+            cursor = page.next_cursor
+            self._state = replace(self._state, api_cursor=cursor)
+
+    async def _backfilled(self, first: Page, lower: int | None) -> bool:
+        """Far behind a slow API: commit ``first`` and fetch the rest of the backlog in
+        parallel windows sized by its density (backfill.py). False: go on sequentially."""
+        stream = self.stream
+        if stream.backfill_parallelism < 2 or self._windows_supported is False:
+            return False
+        if not self.is_full(first) or first.next_cursor is None or not first.entries:
+            return False
+        now = time.time_ns()
+        last = first.entries[-1].timestamp_ns
+        if now - last <= int(stream.backfill_after * NS_PER_SECOND):
+            return False
+        # Parallel fetching pays only when waiting for the API, not committing, is the
+        # bottleneck (a fast API on a slow disk gains nothing from more requests).
+        if self._round_trip < max(BACKFILL_MIN_ROUND_TRIP, 2 * self._commit_time):
+            return False
+        if self._windows_supported is None:
+            self._windows_supported = await windows_supported(self)
+            if not self._windows_supported:
+                log.info(
+                    "stream.backfill_unavailable",
+                    stream=stream.name,
+                    reason="the API ignores or rejects an upper bound on timestamp",
+                )
+                return False
+        await self._commit([first], lower, None)
+        begin = first.entries[0].timestamp_ns if lower is None else lower
+        # Bounded memory: every open window may hold a few pages of this size.
+        per_window = (PAGES_PER_WINDOW + 1) * max(1, first.body_bytes)
+        parallelism = max(1, min(stream.backfill_parallelism, BACKFILL_MEMORY // per_window))
+        evaluated = await backfill(self, last, now, last - begin, parallelism)
+        if evaluated is not None and first.seen_since_ns is not None:
+            self._note_read_through(min(evaluated, first.seen_since_ns))
+        return True
+
+    def _note_read_through(self, first_evaluated: int | None) -> None:
+        if first_evaluated is not None:
+            # Everything visible when this cycle began has been read, so an entry we have not
+            # seen became visible later, and (with lookback covering visibility delays) has a
+            # timestamp after this bound: the next cycle need not re-read older ones.
+            lookback_ns = int(self.stream.lookback * NS_PER_SECOND)
+            self._read_through_ns = first_evaluated - lookback_ns
+
+    def _lower_bound(self) -> int | None:
+        state = self._state
+        bounds = [b for b in (state.floor, self._read_through_ns) if b is not None]
+        if state.watermark is not None:
+            bounds.append(state.watermark - int(self.stream.lookback * NS_PER_SECOND))
+        return max(bounds) if bounds else None
+
+    def is_full(self, page: Page) -> bool:
+        return page.item_count >= self.stream.page_size
+
+    async def fetch(self, query: str, cursor: str | None, *, limit: int | None = None) -> Page:
+        """One page; transient failures retry the same request (same cursor) after a backoff,
+        so a flaky API slows a backlog down but never sends it back to the watermark."""
+        while True:
+            await self._journal.wait_for_space()
+            self.health.requests += 1
+            sent = time.monotonic()
+            try:
+                page = await self._client.fetch_logs(
+                    self.stream.run_id,
+                    query=query,
+                    fields=self.stream.fields,
+                    limit=limit or self.stream.page_size,
+                    cursor=cursor,
+                )
+            except RetryableApiError as exc:
+                delay = self._backoff.next_delay(exc.retry_after)
+                log.warning(
+                    "stream.poll_failed",
+                    stream=self.stream.name,
+                    error=str(exc),
+                    retry_in=round(delay, 2),
+                    attempt=self._backoff.attempts,
+                )
+                await self._mark_failing(str(exc))
+                await anyio.sleep(delay)
+                continue
+            self._backoff.reset()
+            self._round_trip = _smoothed(self._round_trip, time.monotonic() - sent)
+            self.health.items_received += page.item_count
+            # A long backlog is one long cycle: every good page counts as a good poll.
+            self.health.last_success_monotonic = anyio.current_time()
+            return page
+
+    async def commit_pages(
+        self, receive: MemoryObjectReceiveStream[Page], lower: int | None
+    ) -> None:
+        async with receive:
+            async for page in receive:
+                group = [page]
+                size = page.body_bytes
+                while len(group) < PAGES_PER_COMMIT and size < COMMIT_BYTES:
+                    try:
+                        group.append(receive.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                    size += group[-1].body_bytes
+                await self._commit(group, lower, None)
+
+    async def _commit(self, pages: list[Page], lower: int | None, api_cursor: str | None) -> None:
+        """Journal the pages' new entries and the advanced cursor in one transaction."""
+        kept = [
+            entry
+            for page in pages
+            for entry in page.entries
+            if lower is None or entry.timestamp_ns >= lower
+        ]
+        if self._gap_check is not None:
+            self._check_gap([entry for page in pages for entry in page.entries])
+        state = self._state.advanced(kept)
+        state = replace(state, api_cursor=api_cursor, strategy=self._strategy)
+        if kept or state != self._state:
+            started = time.monotonic()
+            inserted = await self._journal.append(self.stream.name, kept, state)
+            took = (time.monotonic() - started) / max(1, len(pages))
+            self._commit_time = (
+                took if not self._commit_time else 0.8 * self._commit_time + 0.2 * took
+            )
+            self.health.entries_fetched += inserted
+            self._metrics.entries_fetched.labels(self.stream.name).inc(inserted)
+            self._persisted_health_at = time.monotonic()
+        self._state = state
+        self.health.watermark_ns = state.watermark
+
+    # -- trouble -------------------------------------------------------------------------
+
+    async def _on_cursor_rejected(self, exc: ApiCursorRejected) -> None:
+        self.health.cursor_resets += 1
+        log.warning(
+            "stream.cursor_rejected",
+            stream=self.stream.name,
+            error=str(exc),
+            action="seeking again from the watermark",
+            watermark=_show(self._state.watermark),
+        )
+        if self._strategy == "cursor" and self._state.last_id and self._state.watermark:
+            self._gap_check = (self._state.last_id, self._state.watermark)
+        self._state = replace(self._state, api_cursor=None)
+        await self._journal.save_cursor(self.stream.name, self._state)
+
+    def _check_gap(self, entries: list[FetchedEntry]) -> None:
+        assert self._gap_check is not None
+        last_id, watermark = self._gap_check
+        for entry in entries:
+            if entry.id == last_id:
+                self._finish_gap_check(found=True)
+                return
+            if entry.timestamp_ns > watermark:
+                self._finish_gap_check(found=False)
+                return
+
+    def _finish_gap_check(self, *, found: bool) -> None:
+        if found:
+            log.info("stream.reseek_complete", stream=self.stream.name, gap=False)
+        else:
+            self.health.gaps_suspected += 1
+            self._metrics.gaps.labels(self.stream.name).inc()
+            log.warning(
+                "stream.gap_suspected",
+                stream=self.stream.name,
+                reason="after the cursor expired, the newest entry we had was not found again; "
+                "entries between it and the next one seen may be missing",
+                watermark=_show(self._gap_check[1] if self._gap_check else None),
+            )
+        self._gap_check = None
+
+    async def _on_problem(self, problem: str) -> None:
+        if problem != self._reported_problem:
+            log.error(
+                "stream.configuration_problem",
+                stream=self.stream.name,
+                problem=problem,
+                retry_in=self._api.config_error_retry_interval,
+            )
+            self._reported_problem = problem
+        await self._mark_failing(problem)
+
+    async def _mark_failing(self, problem: str) -> None:
+        changed = self.health.problem != problem
+        self.health.problem = problem
+        if changed:
+            self._state = replace(self._state, health_error=problem)
+            await self._journal.save_cursor(self.stream.name, self._state)
+
+    async def _on_success(self) -> None:
+        self._backoff.reset()
+        now = time.time()
+        self.health.last_success_monotonic = anyio.current_time()
+        self.health.last_success_at = now
+        self._metrics.last_success.labels(self.stream.name).set(now)
+        recovered = self.health.problem is not None
+        if recovered:
+            log.info("stream.recovered", stream=self.stream.name)
+            self.health.problem = None
+            self.health.blocked = False
+            self._reported_problem = None
+        if recovered or time.monotonic() - self._persisted_health_at > PERSIST_HEALTH_EVERY:
+            self._state = replace(self._state, health_error=None, last_success_at=now)
+            await self._journal.save_cursor(self.stream.name, self._state)
+            self._persisted_health_at = time.monotonic()
+        self.health.first_poll_done.set()
+
+
+def _smoothed(average: float, sample: float) -> float:
+    """An exponentially weighted average that starts at its first sample."""
+    return sample if not average else 0.8 * average + 0.2 * sample
+
+
+def _show(ns: int | None) -> str | None:
+    return None if ns is None else format_instant(ns)

@@ -1,0 +1,69 @@
+"""The operator's view of a state directory: what ``runflow-tail status`` and
+``checkpoint show`` print, from the journal alone."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from runflow_tail.config.model import Settings
+from runflow_tail.errors import JournalUnreadable
+from runflow_tail.journal import CursorState, JournalStore, is_locked
+from runflow_tail.times import NS_PER_SECOND, format_instant
+
+
+def snapshot(store: JournalStore, settings: Settings, state_dir: Path) -> dict[str, Any]:
+    """Each stream's health, strategy, watermark and lag; each sink's offset, backlog and
+    dead letters; the journal's size. Read from the journal, so it works with or without
+    a daemon running (SQLite WAL lets a second reader in)."""
+    try:
+        cursors = store.list_cursors()
+        offsets = store.offsets()
+        dead = store.count_dead_letters()
+        streams = []
+        now_ns = time.time_ns()
+        for name, cursor in cursors.items():
+            streams.append(describe_stream(name, cursor, now_ns))
+        sinks = []
+        for name in settings.sinks:
+            subscribed = settings.streams_for_sink(name)
+            offset = offsets.get(name)
+            sinks.append(
+                {
+                    "sink": name,
+                    "streams": list(subscribed),
+                    "offset": offset,
+                    "backlog": store.backlog(offset or 0, subscribed)
+                    if offset is not None
+                    else None,
+                    "dead_letters": dead.get(name, 0),
+                }
+            )
+        return {
+            "state_dir": str(state_dir),
+            "daemon_running": is_locked(state_dir),
+            "journal_entries": store.entries_count(),
+            "journal_bytes": store.size_bytes(),
+            "last_seq": store.max_seq(),
+            "streams": streams,
+            "sinks": sinks,
+        }
+    except sqlite3.DatabaseError as exc:
+        raise JournalUnreadable(f"the journal in {state_dir} is unreadable ({exc})") from exc
+
+
+def describe_stream(name: str, cursor: CursorState, now_ns: int) -> dict[str, Any]:
+    return {
+        "stream": name,
+        "healthy": cursor.health_error is None,
+        "problem": cursor.health_error,
+        "strategy": cursor.strategy,
+        "watermark": format_instant(cursor.watermark) if cursor.watermark is not None else None,
+        "lag_seconds": round((now_ns - cursor.watermark) / NS_PER_SECOND, 3)
+        if cursor.watermark is not None
+        else None,
+        "api_cursor": cursor.api_cursor,
+        "last_success_at": cursor.last_success_at,
+    }

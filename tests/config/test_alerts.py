@@ -1,0 +1,181 @@
+"""[[alerts]] configuration: validation messages a person can act on, routing, secrets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from runflow_tail.config.alerts import ALERT_ENGINE_CONSUMER
+from runflow_tail.config.load import load_settings
+from runflow_tail.config.model import Settings
+from runflow_tail.errors import ConfigError
+
+from tests.support.harness import run_cli
+
+WriteConfig = Callable[[str], Path]
+
+KEY = "rf_key_123456"
+
+SLACK_URL = "https://hooks.slack.com/services/T0SECRET/B0SECRET/XXXXXXXXXXXXXXXXXXXXXXXX"
+ROUTING_KEY = "R0123456789abcdef0123456789abcde"
+SINKS = f"""
+[sinks.archive]
+type = "file"
+path = "/tmp/archive.jsonl"
+
+[sinks.slack]
+type = "slack"
+webhook_url = "{SLACK_URL}"
+
+[sinks.pager]
+type = "pagerduty"
+routing_key = "{ROUTING_KEY}"
+
+[sinks.hook]
+type = "webhook"
+url = "https://hooks.example.com/alerts"
+"""
+RULE = """
+[[alerts]]
+name = "failed-runs"
+match = "run.status_code:failed"
+destinations = ["slack", "hook"]
+"""
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> WriteConfig:
+    def write(text: str) -> Path:
+        path = tmp_path / "runflow-tail.toml"
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return write
+
+
+def load(path: Path) -> Settings:
+    return load_settings(config_file=path, environ={"RUNFLOW_API_KEY": KEY})
+
+
+def problems(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as raised:
+        load(path)
+    return raised.value.problems
+
+
+def test_a_complete_rule_loads_with_its_defaults(write_config: WriteConfig) -> None:
+    """A rule with only name, match and destinations gets per-run grouping, threshold 1,
+    a 5 minute cooldown, no digest and severity error."""
+    rule = load(write_config(SINKS + RULE)).alerts[0]
+    assert rule.group_by == ("run_id",)
+    assert (rule.threshold, rule.window, rule.cooldown, rule.digest) == (1, None, 300.0, None)
+    assert rule.severity == "error" and rule.lines == 5
+
+
+def test_check_config_points_at_the_column_of_a_bad_expression(
+    write_config: WriteConfig,
+) -> None:
+    """check-config exits 2 and names the rule's key, the column and what was expected."""
+    path = write_config(SINKS + RULE.replace("run.status_code:failed", "level_code:error AND"))
+    result = run_cli("check-config", "--config", str(path), env={"RUNFLOW_API_KEY": KEY})
+    assert result.returncode == 2
+    assert (
+        f"config file {path}: alerts[0].match = 'level_code:error AND': invalid filter at "
+        "column 20: expected a condition after 'AND'"
+    ) in result.stderr
+
+
+def test_resolve_match_is_checked_too(write_config: WriteConfig) -> None:
+    """A bad resolve_match is reported at its own key with its column."""
+    rule = RULE + 'resolve_match = "run.status_code:"\n'
+    (found,) = problems(write_config(SINKS + rule))
+    assert "alerts[0].resolve_match = 'run.status_code:': invalid filter at column 16" in found
+
+
+def test_unknown_destination_lists_the_configured_sinks(write_config: WriteConfig) -> None:
+    """A destination that is not a sink is named, with the sinks there are."""
+    (found,) = problems(write_config(SINKS + RULE.replace('"hook"', '"hooks"')))
+    assert found.endswith(
+        "alerts[0].destinations = ['slack', 'hooks']: 'hooks' is not a configured sink "
+        "([sinks.hooks]); expected one of: archive, hook, pager, slack"
+    )
+
+
+def test_threshold_needs_a_window_and_digest_excludes_resolve(write_config: WriteConfig) -> None:
+    """threshold > 1 without a window, and digest with resolve_match, are refused."""
+    bad = RULE + "threshold = 3\n" + RULE.replace("failed-runs", "other")
+    bad += 'digest = "5m"\nresolve_match = "run.status_code:succeeded"\n'
+    found = problems(write_config(SINKS + bad))
+    assert any("alerts[0]: threshold = 3 needs a window" in p for p in found), found
+    assert any("alerts[1]: digest and resolve_match cannot be combined" in p for p in found)
+
+
+def test_rule_names_are_unique_and_templates_name_known_fields(write_config: WriteConfig) -> None:
+    """A repeated rule name and a template field that does not exist are both reported."""
+    bad = RULE + RULE + 'title = "{run.failure_code} in {flow}"\n'
+    found = problems(write_config(SINKS + bad))
+    assert any(
+        "alerts[1].name = 'failed-runs': alerts[0] already has this name" in p for p in found
+    )
+    assert any("alerts[1].title" in p and "unknown template field {flow}" in p for p in found)
+
+
+def test_alert_only_sinks_cannot_be_routed_log_streams(write_config: WriteConfig) -> None:
+    """A stream listing a slack sink, or a destination with `streams`, is refused."""
+    config = (
+        '[[streams]]\nname = "all"\nsinks = ["archive", "slack"]\n'
+        + SINKS.replace(
+            'url = "https://hooks.example.com/alerts"',
+            'url = "https://h.example/a"\nstreams = ["all"]',
+        )
+        + RULE
+    )
+    found = problems(write_config(config))
+    assert any(
+        "streams[0].sinks = ['archive', 'slack']: sink 'slack' is an alert destination" in p
+        for p in found
+    ), found
+    assert any(
+        "sinks.hook.streams = ['all']: sink 'hook' is an alert destination" in p for p in found
+    )
+
+
+def test_destinations_read_their_alert_stream_and_retention_waits_for_the_engine(
+    write_config: WriteConfig,
+) -> None:
+    """Log streams go to ordinary sinks and the engine; each destination reads only
+    alerts.<name>; a pagerduty sink named by no rule reads nothing."""
+    settings = load(write_config(SINKS + RULE))
+    assert settings.sinks_for_stream(settings.streams[0]) == ("archive",)
+    assert settings.streams_for_sink("slack") == ("alerts.slack",)
+    assert settings.streams_for_sink("hook") == ("alerts.hook",)
+    assert settings.streams_for_sink("pager") == ()
+    assert settings.subscriptions() == {
+        "all": ("archive", ALERT_ENGINE_CONSUMER),
+        "alerts.slack": ("slack",),
+        "alerts.hook": ("hook",),
+    }
+
+
+def test_webhook_urls_and_routing_keys_never_appear_in_problems(write_config: WriteConfig) -> None:
+    """A malformed Slack URL or routing key is reported with its key, its value masked."""
+    config = SINKS.replace(SLACK_URL, "hooks.slack.com/services/T0SECRET/B0SECRET/XX")
+    config = config.replace(ROUTING_KEY, "short-SECRETKEY")
+    found = "\n".join(problems(write_config(config + RULE)))
+    assert "sinks.slack.webhook_url = '********': expected the Slack incoming webhook URL" in found
+    assert (
+        "sinks.pager.routing_key = '********': expected the 32-character integration key" in found
+    )
+    assert "SECRET" not in found
+
+
+def test_check_config_masks_destination_secrets_in_the_resolved_config(
+    write_config: WriteConfig,
+) -> None:
+    """The resolved configuration check-config prints hides webhook URLs and routing keys."""
+    path = write_config(SINKS + RULE)
+    result = run_cli("check-config", "--config", str(path), env={"RUNFLOW_API_KEY": KEY})
+    assert result.returncode == 0, result.stderr
+    assert "T0SECRET" not in result.stdout and ROUTING_KEY not in result.stdout
+    assert '"destinations": [\n        "slack",' in result.stdout
