@@ -88,6 +88,7 @@ async def test_drop_fault_closes_the_connection_without_a_response(
     assert (await sandbox_client.get(LOGS)).status_code == 200
 
 
+@pytest.mark.sandbox_options(enforce_retry_after=False)  # the queue, not the waiting, is tested
 async def test_scripted_faults_apply_in_order_then_stop(sandbox_client: httpx.AsyncClient) -> None:
     """Queued faults hit the next /logs requests one each, in order, then requests succeed."""
     await _queue(
@@ -212,3 +213,57 @@ async def test_mixed_timestamp_style(sandbox_client: httpx.AsyncClient) -> None:
     assert zones == {"Z", "offset"} and digits == {0, 3, 6, 9}
     instants = [parse_instant(stamp) for stamp in stamps]
     assert instants == sorted(instants)
+
+
+@pytest.mark.sandbox_options(fault_429_every=3, retry_after=30)
+async def test_every_nth_request_is_rate_limited_and_early_returns_are_refused_and_counted(
+    sandbox_client: httpx.AsyncClient,
+) -> None:
+    """With fault_429_every, every Nth request gets 429 with Retry-After, and a request sent
+    before that deadline is refused again and counted in the stats."""
+    statuses = [(await sandbox_client.get(LOGS)).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    early = await sandbox_client.get(LOGS)
+    assert early.status_code == 429 and 29 <= int(early.headers["Retry-After"]) <= 30
+    stats = (await sandbox_client.get("/_sandbox/stats")).json()
+    assert stats["requests_before_retry_after"] == 1
+    assert stats["logs_requests"] == 3  # the refused request never reached the endpoint
+
+
+@pytest.mark.sandbox_options(fault_429_every=1, retry_after=30, enforce_retry_after=False)
+async def test_retry_after_need_not_be_enforced(sandbox_client: httpx.AsyncClient) -> None:
+    """With enforce_retry_after off, a request inside the window is answered normally."""
+    for _ in range(2):
+        assert (await sandbox_client.get(LOGS)).status_code == 429
+    stats = (await sandbox_client.get("/_sandbox/stats")).json()
+    assert stats["requests_before_retry_after"] == 0 and stats["logs_requests"] == 2
+
+
+@pytest.mark.parametrize("stuck", ["same", "fresh"])
+async def test_a_stuck_cursor_serves_the_same_entries_forever(
+    sandbox: SandboxHandle, sandbox_client: httpx.AsyncClient, stuck: str
+) -> None:
+    """With fault_stuck_cursor, following ``next`` returns the same page again: with the
+    same cursor ('same') or a new cursor for the same place ('fresh')."""
+    await generate(sandbox_client, 30, step_ms=1)
+    sandbox.world.update_options({"fault_stuck_cursor": stuck})
+    first = await get_page(sandbox_client, limit=10)
+    second = await get_page(sandbox_client, limit=10, pq=first["next"])
+    third = await get_page(sandbox_client, limit=10, pq=second["next"])
+    assert [i["id"] for i in third["items"]] == [i["id"] for i in second["items"]]
+    assert [i["id"] for i in second["items"]] != [i["id"] for i in first["items"]]
+    assert (third["next"] == second["next"]) == (stuck == "same")
+
+
+async def test_clusters_lay_out_bursts_with_long_quiet_gaps(
+    sandbox_client: httpx.AsyncClient,
+) -> None:
+    """``clusters`` writes one burst per age, each ``entries`` long, hours apart."""
+    response = await sandbox_client.post(
+        "/_sandbox/entries", json={"clusters": {"ages": [7200, 3600], "entries": 5}}
+    )
+    assert response.status_code == 200 and response.json()["count"] == 10
+    stamps = [parse_instant(i["timestamp"]) for i in (await get_page(sandbox_client))["items"]]
+    assert len(stamps) == 10 and stamps == sorted(stamps)
+    gap = stamps[5] - stamps[4]
+    assert 3590e9 < gap < 3610e9

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -17,6 +18,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runflow_tail.filters import FilterSyntaxError, parse_filter
+from runflow_tail.pacing import parse_retry_after
 from runflow_tail.sandbox.control import control_routes
 from runflow_tail.sandbox.cursors import (
     Cursor,
@@ -97,13 +99,25 @@ class SandboxAPI:
             ):
                 message = f"the API key has no access to organization {organization}"
                 return self.error(403, "PERMISSION_DENIED", message)
+            waiting = self.world.retry_after_remaining(token)
+            if waiting > 0 and options.enforce_retry_after:
+                # A rate limiter refuses whoever comes back before the time it gave.
+                self.world.stats.requests_before_retry_after += 1
+                headers = {"Retry-After": str(math.ceil(waiting))}
+                message = f"retry after {waiting:.3f}s, as told"
+                return self.error(429, "RATE_LIMITED", message, headers=headers)
             decision = self.world.take_request(token)
             if not decision.allowed:
                 headers = retry_after_header(options.retry_after)
                 headers.update(self._rate_headers(decision))
-                return self.error(429, "RATE_LIMITED", "too many requests", headers=headers)
-            response = await handler(request)
-            response.headers.update(self._rate_headers(decision))
+                response = self.error(429, "RATE_LIMITED", "too many requests", headers=headers)
+            else:
+                response = await handler(request)
+                response.headers.update(self._rate_headers(decision))
+            if response.status_code == 429:
+                told = parse_retry_after(response.headers.get("retry-after"))
+                if told is not None:
+                    self.world.note_retry_after(token, told)
             return response
 
         return endpoint
@@ -234,6 +248,12 @@ class SandboxAPI:
         links = _Links(request, run_id, options.cursor_form)
         first = links.render(Cursor(None, fingerprint, now)) if options.emit_first else None
         next_link = None if next_key is None else links.render(Cursor(next_key, fingerprint, now))
+        stuck = options.fault_stuck_cursor
+        if stuck is not None and cursor is not None and next_key is not None:
+            # The cursor followed comes back as the next one (or a new one for the same
+            # place): a client that trusts it walks in place forever.
+            issued = cursor.issued_ns if stuck == "same" else now
+            next_link = links.render(Cursor(cursor.key, fingerprint, issued, cursor.backwards))
         prev_link = None
         if prev_key is not None:
             prev_link = links.render(Cursor(prev_key, fingerprint, now, backwards=True))

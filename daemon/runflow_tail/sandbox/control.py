@@ -20,7 +20,7 @@ from runflow_tail.sandbox.responses import error_response, json_response
 from runflow_tail.sandbox.simulator import play_instantly
 from runflow_tail.sandbox.store import Entry
 from runflow_tail.sandbox.world import EntryError, World
-from runflow_tail.times import TimeValueError, parse_instant
+from runflow_tail.times import NS_PER_SECOND, TimeValueError, parse_instant
 
 IDS_RETURNED_UP_TO = 1000
 MAX_GENERATE = 5_000_000
@@ -45,19 +45,38 @@ class GenerateSpec(BaseModel):
     full_run: bool = Field(True, description="Embed a full run snapshot (else a small stub).")
 
 
+class ClustersSpec(BaseModel):
+    """``{"clusters": {...}}``: history with long quiet gaps, as real organizations have.
+
+    One burst of ``entries`` per age (seconds before now, oldest first or in any order),
+    each burst ``step_ms`` apart entry to entry, each of its own run.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    ages: list[float] = Field(
+        min_length=1, description="Seconds before now at which each cluster starts."
+    )
+    entries: int = Field(1000, ge=1, le=MAX_GENERATE, description="Entries per cluster.")
+    step_ms: float = Field(8.0, ge=0, description="Milliseconds between entries of a cluster.")
+    full_run: bool = Field(False, description="Embed a full run snapshot (else a small stub).")
+
+
 class AppendRequest(BaseModel):
-    """``POST /_sandbox/entries``: either partial entries or a generate spec."""
+    """``POST /_sandbox/entries``: partial entries, a generate spec, or sparse clusters."""
 
     model_config = ConfigDict(extra="forbid")
 
     entries: list[dict[str, Any]] | None = None
     generate: GenerateSpec | None = None
+    clusters: ClustersSpec | None = None
     visible_after: float = Field(0.0, ge=0, description="For 'entries': seconds until visible.")
 
     @model_validator(mode="after")
     def _one_source(self) -> AppendRequest:
-        if (self.entries is None) == (self.generate is None):
-            raise ValueError("give exactly one of 'entries' or 'generate'")
+        given = [self.entries, self.generate, self.clusters]
+        if sum(source is not None for source in given) != 1:
+            raise ValueError("give exactly one of 'entries', 'generate' or 'clusters'")
         return self
 
 
@@ -142,6 +161,17 @@ def control_routes(world: World) -> list[Route]:
         spec = AppendRequest.model_validate(await _body(request))
         if spec.entries is not None:
             entries = world.append(spec.entries, visible_after=spec.visible_after)
+        elif spec.clusters is not None:
+            layout = spec.clusters
+            entries = []
+            for age in layout.ages:
+                entries += world.generate(
+                    layout.entries,
+                    timestamp_ns=world.now() - int(age * NS_PER_SECOND),
+                    step_ms=layout.step_ms,
+                    message="clustered entry {i}",
+                    full_run=layout.full_run,
+                )
         else:
             generate = spec.generate
             assert generate is not None

@@ -112,6 +112,18 @@ class SandboxOptions(BaseModel):
             "or 'date' (an HTTP-date 1-2 seconds ahead)."
         ),
     )
+    enforce_retry_after: bool = Field(
+        True,
+        description=(
+            "Refuse (429 again) and count every request that arrives before the end of a "
+            "Retry-After the API gave, as rate limiters do."
+        ),
+    )
+    fault_429_every: int | None = Field(
+        None,
+        ge=1,
+        description="Every Nth /logs request gets 429 (with retry_after); None: never.",
+    )
     fault_429_rate: float = Field(
         0.0, ge=0, le=1, description="Probability that a /logs request gets 429 RATE_LIMITED."
     )
@@ -136,6 +148,14 @@ class SandboxOptions(BaseModel):
         description="Probability that a /logs request has its connection closed, unanswered.",
     )
     fault_seed: int = Field(0, description="Seed of the random generator that draws faults.")
+    fault_stuck_cursor: Literal["same", "fresh"] | None = Field(
+        None,
+        description=(
+            "A page cursor that never advances: 'same' answers a followed cursor with that "
+            "same cursor again, 'fresh' with a new cursor for the same position (the same "
+            "entries); None: cursors advance."
+        ),
+    )
     late_delay: float = Field(
         0.0,
         ge=0,

@@ -218,6 +218,10 @@ class SandboxThread:
         body = {"generate": {"count": count, **spec}}
         return dict(self._call("POST", "/_sandbox/entries", body))
 
+    def clusters(self, ages: list[float], **spec: Any) -> dict[str, Any]:
+        body = {"clusters": {"ages": ages, **spec}}
+        return dict(self._call("POST", "/_sandbox/entries", body))
+
     def stats(self) -> dict[str, Any]:
         return dict(self._call("GET", "/_sandbox/stats"))
 

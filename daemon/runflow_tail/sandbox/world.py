@@ -41,6 +41,8 @@ class EntryError(ValueError):
 class Stats:
     requests_total: int = 0
     logs_requests: int = 0
+    requests_before_retry_after: int = 0
+    """Requests that arrived before a Retry-After deadline the API had given (refused)."""
     by_status: Counter[str] = field(default_factory=Counter)
     recent_logs_queries: deque[dict[str, str]] = field(
         default_factory=lambda: deque(maxlen=RECENT_QUERIES_KEPT)
@@ -75,6 +77,8 @@ class World:
         self.flows: list[Flow] = make_flows(self.rng, self.ids)
         self._fault_rng = random.Random(self.options.fault_seed)
         self._buckets: dict[str, tuple[float, float]] = {}
+        self._retry_deadlines: dict[str, float] = {}
+        """Per API key: the monotonic time before which the API told the client to wait."""
 
     def now(self) -> int:
         return self.clock()
@@ -262,10 +266,14 @@ class World:
     # -- faults and limits --------------------------------------------------------------------
 
     def next_fault(self) -> ScriptedFault | None:
-        """The fault for this /logs request: the scripted queue first, then the random rates."""
+        """The fault for this /logs request: the scripted queue first, then every Nth 429,
+        then the random rates."""
         if self.faults:
             return self.faults.popleft()
         options = self.options
+        every = options.fault_429_every
+        if every is not None and self.stats.logs_requests % every == 0:
+            return ScriptedFault(status=429, retry_after=options.retry_after)
         total = (
             options.fault_429_rate
             + options.fault_5xx_rate
@@ -289,6 +297,16 @@ class World:
             return ScriptedFault(kind="drop")
         return None
 
+    def retry_after_remaining(self, api_key: str) -> float:
+        """Seconds left of the last Retry-After given to ``api_key`` (0 when none is running)."""
+        deadline = self._retry_deadlines.get(api_key)
+        return 0.0 if deadline is None else max(0.0, deadline - time.monotonic())
+
+    def note_retry_after(self, api_key: str, seconds: float) -> None:
+        """The API just told ``api_key`` to wait ``seconds``; the deadline only moves later."""
+        deadline = time.monotonic() + seconds
+        self._retry_deadlines[api_key] = max(deadline, self._retry_deadlines.get(api_key, 0.0))
+
     def take_request(self, api_key: str) -> RateDecision:
         """Token bucket per key in real (monotonic) time: rate limits are about real load."""
         rate = self.options.rate_limit_per_second
@@ -311,6 +329,7 @@ class World:
         return {
             "requests_total": self.stats.requests_total,
             "logs_requests": self.stats.logs_requests,
+            "requests_before_retry_after": self.stats.requests_before_retry_after,
             "by_status": dict(self.stats.by_status),
             "entries_total": len(self.store),
             "entries_visible": self.store.visible_count(self.now()),
