@@ -261,3 +261,77 @@ async def test_pause_on_the_real_clock() -> None:
     limiter.pause(0.05)
     await limiter.acquire()
     assert anyio.current_time() - start >= 0.05 - EARLY
+
+
+@pytest.mark.anyio
+async def test_a_caller_already_waiting_when_a_pause_comes_waits_for_the_deadline() -> None:
+    """A request queued before a Retry-After arrives still does not leave before its end."""
+    limiter = RateLimiter(10.0)
+    await limiter.acquire()
+    left: list[float] = []
+
+    async def queued() -> None:
+        await limiter.acquire()  # reserved for ~0.1 s from now, then the pause comes
+        left.append(anyio.current_time())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(queued)
+        await anyio.sleep(0.02)
+        deadline = anyio.current_time() + 0.3
+        limiter.pause(0.3)
+    assert left[0] >= deadline - EARLY
+
+
+@pytest.mark.anyio
+async def test_a_429_halves_the_requests_in_flight_and_successes_grow_them_back() -> None:
+    """After throttled(), request() admits half as many at once; successes add about one
+    per window's worth, up to the maximum."""
+    limiter = RateLimiter(1000.0, max_in_flight=8)
+    entered = anyio.Event()
+    release = anyio.Event()
+    inside = 0
+
+    async def hold() -> None:
+        nonlocal inside
+        async with limiter.request():
+            inside += 1
+            if inside == 8:
+                entered.set()
+            await release.wait()
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(8):
+            tg.start_soon(hold)
+        await entered.wait()
+        limiter.throttled()
+        assert limiter.window == 4.0
+        release.set()
+    late: list[int] = []
+
+    async def count() -> None:
+        async with limiter.request():
+            late.append(limiter.in_flight)
+            await anyio.sleep(0.01)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(12):
+            tg.start_soon(count)
+    assert max(late) == 4
+    for _ in range(100):
+        limiter.succeeded()
+    assert limiter.window == 8.0
+
+
+@pytest.mark.anyio
+async def test_an_exhausted_quota_is_a_deadline(clock: FakeClock) -> None:
+    """X-RateLimit-Remaining: 0 with a reset in seconds (or as a Unix time) pauses until the
+    reset; quota left, or headers missing or unreadable, change nothing."""
+    limiter = RateLimiter(100.0)
+    limiter.observe_quota("3", "10")
+    limiter.observe_quota(None, "10")
+    limiter.observe_quota("0", "soon")
+    await limiter.acquire()
+    assert clock.sleeps == []
+    limiter.observe_quota("0", "2.5")
+    await limiter.acquire()
+    assert clock.sleeps == [pytest.approx(2.5)]

@@ -142,6 +142,8 @@ class RunflowClient:
         self._key = settings.api_key.get_secret_value().encode()
         self.limiter = limiter or RateLimiter(settings.max_requests_per_second)
         self.requests_made = 0
+        self.last_round_trip = 0.0
+        """Seconds the last answered request took on the wire (no time spent waiting to go)."""
         self._metrics = metrics or Metrics()
 
     def __repr__(self) -> str:
@@ -218,30 +220,39 @@ class RunflowClient:
     async def _exchange(
         self, url: str, params: Mapping[str, str], *, what: str
     ) -> tuple[bytes, httpx.Headers]:
-        await self.limiter.acquire()
-        self.requests_made += 1
-        try:
-            response = await self._http.get(url, params=params)
-            body = response.content
-        except httpx.TimeoutException as exc:
-            self._metrics.api_requests.labels("error").inc()
-            raise ApiTransportError(
-                f"{what}: no answer from the API within {self._timeout:g}s"
-            ) from exc
-        except httpx.HTTPError as exc:
-            self._metrics.api_requests.labels("error").inc()
-            raise ApiTransportError(
-                f"{what}: the connection to the API failed ({type(exc).__name__}: {exc})"
-            ) from exc
+        async with self.limiter.request():
+            self.requests_made += 1
+            sent = time.monotonic()
+            try:
+                response = await self._http.get(url, params=params)
+                body = response.content
+            except httpx.TimeoutException as exc:
+                self._metrics.api_requests.labels("error").inc()
+                raise ApiTransportError(
+                    f"{what}: no answer from the API within {self._timeout:g}s"
+                ) from exc
+            except httpx.HTTPError as exc:
+                self._metrics.api_requests.labels("error").inc()
+                raise ApiTransportError(
+                    f"{what}: the connection to the API failed ({type(exc).__name__}: {exc})"
+                ) from exc
+            self.last_round_trip = time.monotonic() - sent
         self._metrics.api_requests.labels(str(response.status_code)).inc()
+        headers = response.headers
+        self.limiter.observe_quota(
+            headers.get("x-ratelimit-remaining"), headers.get("x-ratelimit-reset")
+        )
         if response.is_success:
-            return body, response.headers
+            self.limiter.succeeded()
+            return body, headers
         # A server or proxy that echoes the key must not carry it into our errors and logs.
         body = body.replace(self._key, b"[redacted]")
-        error = classify_api_response(response.status_code, response.headers, body, what=what)
+        error = classify_api_response(response.status_code, headers, body, what=what)
         if response.status_code == 429:
-            # The limit is per organization: every stream on this key waits.
+            # The limit is per organization: every stream on this key waits, and fewer
+            # requests go at once until the API has accepted some again.
             self.limiter.pause(error.retry_after or 1.0)
+            self.limiter.throttled()
         raise error
 
 
