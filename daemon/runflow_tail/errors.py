@@ -13,8 +13,9 @@
     │   │   ├── ApiRateLimited            429
     │   │   ├── ApiTransportError         timeout, refused, reset, dropped
     │   │   └── ApiMalformedResponse      a 200 whose body is not a page
-    │   └── ApiConfigurationError         400/401/402/403/404/422: a person must act
-    │       └── ApiCursorRejected         400 about `pq`: invalid or expired cursor
+    │   ├── ApiConfigurationError         400/401/402/403/404/422: a person must act
+    │   │   └── ApiCursorRejected         400 about `pq`: invalid or expired cursor
+    │   └── ApiCursorStuck                a page cursor that brings the same page back
     └── SinkError                         a destination failed
         ├── SinkRetryableError            try again later (retry_after wins)
         ├── SinkRejectedError             permanent: dead-letter the batch
@@ -109,6 +110,15 @@ class ApiConfigurationError(ApiError):
 
 class ApiCursorRejected(ApiConfigurationError):
     """The API refused a page cursor; the poller recovers by seeking from its watermark."""
+
+
+class ApiCursorStuck(ApiError):
+    """The API answered a page cursor with the same cursor (or the same entries): following
+    it would never end. The poller stops, says so, and seeks again from its watermark."""
+
+    def __init__(self, summary: str, *, cursor: str) -> None:
+        self.cursor = cursor
+        super().__init__(summary, status=200)
 
 
 class SinkError(RunflowTailError):

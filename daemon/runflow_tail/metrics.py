@@ -87,6 +87,12 @@ class Metrics:
             "Space used by the journal's live pages.",
             registry=r,
         )
+        self.cursor_stalls = Counter(
+            "runflow_tail_cursor_stalls_total",
+            "Times the API answered a page cursor with the same cursor or entries again.",
+            ["stream"],
+            registry=r,
+        )
         self.gaps = Counter(
             "runflow_tail_gaps_suspected_total",
             "Times a cursor re-seek could not confirm that nothing was skipped.",

@@ -49,6 +49,11 @@ class RateLimiter:
         self._freed: anyio.Event | None = None
         """Set when a place frees up (made on first need: it belongs to an event loop)."""
 
+    @property
+    def rate(self) -> float:
+        """Requests per second this limiter allows."""
+        return 1.0 / self._interval
+
     async def acquire(self) -> None:
         """Wait until this request may leave: past every deadline, at the limiter's rate."""
         while True:

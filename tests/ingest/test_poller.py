@@ -336,8 +336,8 @@ async def test_idle_polls_do_not_wake_the_sinks(sandbox: SandboxHandle, tmp_path
 async def test_quiet_polls_stop_re_reading_old_entries(
     sandbox: SandboxHandle, tmp_path: Path
 ) -> None:
-    """Once a cycle has read everything the API showed, later polls only look back `lookback`
-    from that moment, not from the newest entry: a quiet stream stops re-reading its last burst."""
+    """Once a cycle has read everything the API showed, a quiet stream's polls start at its
+    newest timestamp: they re-read only the entry there, not its last burst."""
     from runflow_tail.service.daemon import Daemon, RunOptions
     from runflow_tail.times import NS_PER_SECOND, now_ns
 
@@ -354,7 +354,7 @@ async def test_quiet_polls_stop_re_reading_old_entries(
         health = daemon.pollers[0].health
         received, requests = health.items_received, health.requests
         await wait_for(lambda: health.requests >= requests + 10)
-        assert health.items_received == received
+        assert health.items_received - received <= health.requests - requests
         daemon.request_stop()
 
 

@@ -215,7 +215,7 @@ async def test_mixed_timestamp_style(sandbox_client: httpx.AsyncClient) -> None:
     assert instants == sorted(instants)
 
 
-@pytest.mark.sandbox_options(fault_429_every=3, retry_after=30)
+@pytest.mark.sandbox_options(fault_429_every=3, retry_after=30, retry_after_crossing=0)
 async def test_every_nth_request_is_rate_limited_and_early_returns_are_refused_and_counted(
     sandbox_client: httpx.AsyncClient,
 ) -> None:

@@ -60,12 +60,14 @@ def settings_for(
     }
     return Settings(
         api=ApiSettings(
-            base_url=sandbox.url,
-            api_key=SecretStr(sandbox.api_key),
-            max_requests_per_second=200,
-            backoff_initial=0.05,
-            backoff_max=0.5,
-            **(api or {}),
+            **{
+                "base_url": sandbox.url,
+                "api_key": SecretStr(sandbox.api_key),
+                "max_requests_per_second": 200,
+                "backoff_initial": 0.05,
+                "backoff_max": 0.5,
+                **(api or {}),
+            }
         ),
         state=StateSettings(dir=state_dir),
         server=ServerSettings(enabled=False),

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from runflow_tail.cli._common import configure_logging_for, load_settings_for
 from runflow_tail.config.load import environ_snapshot
 from runflow_tail.config.model import ServerSettings, Settings, StateSettings, StreamSettings
-from runflow_tail.errors import EXIT_OK, ApiConfigurationError, ConfigError
+from runflow_tail.errors import EXIT_OK, ConfigError
 from runflow_tail.filters import FilterSyntaxError, parse_filter
 from runflow_tail.service.daemon import Daemon, RunOptions
 from runflow_tail.sinks.stdout import StdoutSinkConfig
@@ -98,30 +98,12 @@ def _cmd_tail(args: argparse.Namespace) -> int:
                 extra_tasks=options.watchers(),
             ),
         )
-        try:
-            anyio.run(daemon.run)
-        except BaseExceptionGroup as group:
-            problem = _first(group, ApiConfigurationError)
-            if problem is None:
-                raise
-            print(f"runflow-tail: {problem}", file=sys.stderr)
-            return problem.exit_code
+        # An API refusal (bad key, filter or run, a cursor that never advances) ends the
+        # run as one line with exit 4, like every expected error (cli.main prints it).
+        anyio.run(daemon.run)
     if daemon.stop_reason == "output closed":
         _silence_stdout()
     return EXIT_OK
-
-
-def _first(
-    group: BaseExceptionGroup[Any], kind: type[ApiConfigurationError]
-) -> ApiConfigurationError | None:
-    for exc in group.exceptions:
-        if isinstance(exc, kind):
-            return exc
-        if isinstance(exc, BaseExceptionGroup):
-            found = _first(exc, kind)
-            if found is not None:
-                return found
-    return None
 
 
 def _silence_stdout() -> None:

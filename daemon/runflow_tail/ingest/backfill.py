@@ -1,24 +1,36 @@
-"""Parallel time-sliced backfill: catching up fast when a stream is far behind.
+"""Parallel time-sliced backfill: catching up fast when a stream is far behind a slow API.
 
 A sequential drain waits one API round trip per page; against an API with real latency,
-that, not bandwidth, is the limit. When a stream's lower bound is more than
-``backfill_after`` behind, the time from there to now is cut into consecutive windows
-(``timestamp>=a AND timestamp<b``, the last one open-ended), sized from the density of what
-was just read so that each holds about one page, and up to ``backfill_parallelism`` of
-them (fewer when pages are large: the poller keeps the buffers within a memory budget) are
-fetched at once (each following its own page cursor). The shared rate limiter
-still spaces every request.
+that, not the rate the API allows, is the limit. Then the time from the stream's lower
+bound to now is cut into consecutive windows (``timestamp>=a AND timestamp<b``, the last
+one open-ended) and several are fetched at once, each following its own page cursor.
+
+The cost follows the data, not the time span:
+
+- A window is sized from the timestamps of the entries just read, to hold a little under
+  one page.
+- Windows run ahead of what is known only as far as the data has proved dense: one window
+  beyond a seek, one more for each window that came back with entries (slow start), never
+  more than ``parallelism``.
+- An empty window means the data has a gap. No further window is sent into it: once the
+  windows in flight are committed, one *seek* (``timestamp >= frontier``, no upper bound)
+  jumps the whole gap and brings the next page of data with it.
+
+So crossing a quiet day costs one request, and a backlog of P pages with G gaps costs at
+most P + G * (parallelism + 1) requests, whatever its span.
 
 Windows are committed strictly in order (window k's entries all precede window k+1's by
 timestamp), so the journal sees the same order as a sequential drain, and the watermark
-only moves over committed data: a crash loses nothing. Memory is bounded: at most
-``parallelism`` windows are open, each buffering at most ``PAGES_PER_WINDOW`` pages.
+only moves over committed data: a crash loses nothing. Before each window it sends, the
+backfill asks its source whether parallel fetching still pays (``parallel_pays``: the
+round trip, not the rate limit or the journal, is still the bottleneck); when it no
+longer does, it lets the windows in flight finish and hands back to the sequential walk.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import anyio
@@ -28,10 +40,12 @@ from runflow_tail.api.client import Page
 from runflow_tail.api.range_query import PROBE_FUTURE_NS, RangeForm, with_range
 from runflow_tail.config.model import StreamSettings
 from runflow_tail.ingest.probe import probe
+from runflow_tail.models import FetchedEntry
 from runflow_tail.observability import get_logger
 from runflow_tail.times import NS_PER_SECOND
 
 PAGES_PER_WINDOW = 2
+"""Pages a window may buffer before its commit (bounds memory)."""
 FILL = 85
 """Percent of a page a window is sized to hold."""
 MIN_WINDOW_NS = 1_000  # format_instant writes microseconds: no narrower window exists
@@ -41,7 +55,8 @@ log = get_logger(__name__)
 
 class WindowSource(Protocol):
     """What backfill needs from a stream's poller: its requests (with their retries and
-    pacing) and its commits (with their cursor bookkeeping)."""
+    pacing), its commits (with their cursor bookkeeping), and its judgement of whether
+    parallel requests still pay."""
 
     @property
     def stream(self) -> StreamSettings: ...
@@ -53,7 +68,14 @@ class WindowSource(Protocol):
         """One page; transient failures are retried inside."""
         ...
 
+    async def follow(self, query: str, page: Page) -> Page:
+        """The page after ``page`` (its ``next`` cursor); a cursor that does not advance
+        raises ``ApiCursorStuck``."""
+        ...
+
     def is_full(self, page: Page) -> bool: ...
+
+    def parallel_pays(self) -> bool: ...
 
     async def commit_pages(
         self, receive: MemoryObjectReceiveStream[Page], lower: int | None
@@ -63,92 +85,147 @@ class WindowSource(Protocol):
 
 
 @dataclass
+class Backfilled:
+    finished: bool
+    """Everything up to the moment it started was read (else the sequential walk goes on)."""
+    evaluated_ns: int | None
+    """The earliest ``seen_since_ns`` of the first pages of its queries (None if unknown)."""
+    requests: int
+
+
+@dataclass
 class _Window:
     start: int
     end: int | None
     pages: MemoryObjectReceiveStream[Page]
+    entries: list[FetchedEntry] = field(default_factory=list)
+    """The first and last entry of each page, for the width of the next windows."""
     items: int = 0
 
 
-class _Windows:
-    """Hands out consecutive windows, each about one page wide at the latest density."""
+class _Plan:
+    """Where the next window starts, how wide it is, and how far ahead windows may run."""
 
-    def __init__(self, start_ns: int, end_ns: int, width_ns: int) -> None:
-        self.start = start_ns
+    def __init__(self, frontier_ns: int, end_ns: int, width_ns: int, parallelism: int) -> None:
+        self.frontier = frontier_ns
         self.end = end_ns
         self.width = max(MIN_WINDOW_NS, width_ns)
+        self.parallelism = parallelism
+        self.ahead = 1
+        """Windows allowed in flight: grows by one per window that held entries."""
+        self.gap = False
+        """An empty window was seen: seek before sending another."""
+        self.done = False
 
-    def next(self) -> tuple[int, int | None]:
-        start, stop = self.start, self.start + self.width
+    def next_window(self) -> tuple[int, int | None]:
+        start, stop = self.frontier, self.frontier + self.width
         if stop >= self.end:
-            self.start = self.end
+            self.frontier, self.done = self.end, True
             return start, None  # open-ended: also takes whatever arrives meanwhile
-        self.start = stop
+        self.frontier = stop
         return start, stop
 
-    @property
-    def exhausted(self) -> bool:
-        return self.start >= self.end
+    def observe(self, window: _Window, page_size: int) -> None:
+        if window.items == 0:
+            self.gap = True
+            self.ahead = 1
+            return
+        self.ahead = min(self.parallelism, self.ahead + 1)
+        self.resize(window.entries, window.items, page_size)
 
-    def observe(self, entries: int, span_ns: int, page_size: int) -> None:
-        """Re-size from a committed window: ``entries`` were found in ``span_ns``. Aim a
-        little under one page, so that a window rarely needs a second request."""
-        if entries > 0 and span_ns > 0:
-            self.width = max(MIN_WINDOW_NS, span_ns * page_size * FILL // (entries * 100))
+    def resize(self, entries: list[FetchedEntry], items: int, page_size: int) -> None:
+        """Aim a little under one page at the density these entries show."""
+        if len(entries) < 2 or items < 2:
+            return
+        span = entries[-1].timestamp_ns - entries[0].timestamp_ns
+        if span > 0:
+            self.width = max(MIN_WINDOW_NS, span * page_size * FILL // (items * 100))
 
 
 async def backfill(
-    poller: WindowSource, lower_ns: int, now_ns: int, width_ns: int, parallelism: int
-) -> int | None:
-    """Fetch everything from ``lower_ns`` on in parallel windows; commit them in order.
-
-    Returns the earliest ``seen_since_ns`` of the windows' first pages (what the poller
-    may treat as read through), or None when a window's answer had no Date.
-    """
-    windows = _Windows(lower_ns, now_ns, width_ns * FILL // 100)
+    source: WindowSource, first: Page, lower_ns: int | None, now_ns: int, parallelism: int
+) -> Backfilled:
+    """Fetch everything after ``first`` (already committed) up to now and beyond, in
+    parallel windows committed in order."""
+    page_size = source.stream.page_size
+    plan = _Plan(first.entries[-1].timestamp_ns, now_ns, MIN_WINDOW_NS, parallelism)
+    plan.resize(first.entries, len(first.entries), page_size)
     log.info(
         "stream.backfill",
-        stream=poller.stream.name,
+        stream=source.stream.name,
         parallelism=parallelism,
-        behind_seconds=round((now_ns - lower_ns) / NS_PER_SECOND),
+        behind_seconds=round((now_ns - plan.frontier) / NS_PER_SECOND),
     )
-    slots = anyio.Semaphore(parallelism)
+    room = anyio.Semaphore(parallelism)
+    in_flight = 0
+    committed = anyio.Event()
     queue_send, queue_receive = anyio.create_memory_object_stream[_Window](parallelism)
-    firsts: list[int | None] = []
+    firsts: list[int | None] = [first.seen_since_ns]
+    requests = 0
 
     async def fetch(window: _Window, send: MemoryObjectSendStream[Page]) -> None:
-        query = with_range(poller.stream.query, window.start, poller.range_form, window.end)
-        cursor: str | None = None
+        nonlocal requests
+        query = with_range(source.stream.query, window.start, source.range_form, window.end)
         async with send:
+            page = await source.fetch(query, None)
+            requests += 1
+            firsts.append(page.seen_since_ns)
             while True:
-                page = await poller.fetch(query, cursor)
-                if cursor is None:
-                    firsts.append(page.seen_since_ns)
                 window.items += page.item_count
+                window.entries += page.entries[:1] + page.entries[-1:]
                 await send.send(page)
-                if not poller.is_full(page) or page.next_cursor is None:
+                if not source.is_full(page) or page.next_cursor is None:
                     return
-                cursor = page.next_cursor
+                page = await source.follow(query, page)
+                requests += 1
+
+    async def seek() -> None:
+        """Jump a gap: the first page at or after the frontier, committed at once."""
+        nonlocal requests
+        query = with_range(source.stream.query, plan.frontier, source.range_form)
+        page = await source.fetch(query, None)
+        requests += 1
+        firsts.append(page.seen_since_ns)
+        send, receive = anyio.create_memory_object_stream[Page](1)
+        async with send:
+            await send.send(page)
+        await source.commit_pages(receive, lower_ns)
+        plan.gap = False
+        if not source.is_full(page) or page.next_cursor is None or not page.entries:
+            plan.done = True  # the end of what the API shows: nothing left behind
+            return
+        plan.frontier = page.entries[-1].timestamp_ns
+        plan.resize(page.entries, len(page.entries), page_size)
 
     async def dispatch() -> None:
+        nonlocal in_flight
         async with queue_send:
-            while not windows.exhausted:
-                await slots.acquire()
-                start, end = windows.next()
+            while not plan.done:
+                while in_flight >= plan.ahead or (plan.gap and in_flight):
+                    await committed.wait()
+                if plan.gap:
+                    await seek()
+                    continue
+                if not source.parallel_pays():
+                    return  # the sequential walk is as fast now: let it go on
+                await room.acquire()
+                start, end = plan.next_window()
                 send, receive = anyio.create_memory_object_stream[Page](PAGES_PER_WINDOW)
                 window = _Window(start, end, receive)
+                in_flight += 1
                 await queue_send.send(window)
                 tg.start_soon(fetch, window, send)
 
     async def commit_in_order() -> None:
+        nonlocal in_flight, committed
         async with queue_receive:
             async for window in queue_receive:
-                await poller.commit_pages(window.pages, lower_ns)
-                slots.release()
-                if window.end is not None:
-                    windows.observe(
-                        window.items, window.end - window.start, poller.stream.page_size
-                    )
+                await source.commit_pages(window.pages, lower_ns)
+                room.release()
+                in_flight -= 1
+                plan.observe(window, page_size)
+                committed.set()
+                committed = anyio.Event()
 
     try:
         async with anyio.create_task_group() as tg:
@@ -156,12 +233,14 @@ async def backfill(
             tg.start_soon(commit_in_order)
     except BaseExceptionGroup as group:
         raise group.exceptions[0] from None
-    return None if None in firsts or not firsts else min(f for f in firsts if f is not None)
+    known = [f for f in firsts if f is not None]
+    evaluated = None if len(known) < len(firsts) or not known else min(known)
+    return Backfilled(plan.done, evaluated, requests)
 
 
-async def windows_supported(poller: WindowSource) -> bool:
+async def windows_supported(source: WindowSource) -> bool:
     """Whether the API honours an upper bound on timestamp: a window that cannot hold any
     entry must come back empty (a cheap probe, once per stream)."""
     future = time.time_ns() + PROBE_FUTURE_NS
-    query = with_range(poller.stream.query, future, poller.range_form, future + NS_PER_SECOND)
-    return await probe(lambda q: poller.fetch(q, None, limit=1), query) == "honoured"
+    query = with_range(source.stream.query, future, source.range_form, future + NS_PER_SECOND)
+    return await probe(lambda q: source.fetch(q, None, limit=1), query) == "honoured"

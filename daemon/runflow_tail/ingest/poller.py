@@ -21,7 +21,12 @@ from runflow_tail.api.client import Page, RunflowClient
 from runflow_tail.api.range_query import PROBE_FUTURE_NS, RangeForm, with_range
 from runflow_tail.api.settings import ApiSettings
 from runflow_tail.config.model import StreamSettings
-from runflow_tail.errors import ApiConfigurationError, ApiCursorRejected, RetryableApiError
+from runflow_tail.errors import (
+    ApiConfigurationError,
+    ApiCursorRejected,
+    ApiCursorStuck,
+    RetryableApiError,
+)
 from runflow_tail.ingest.backfill import PAGES_PER_WINDOW, backfill, windows_supported
 from runflow_tail.ingest.probe import ProbeAnswer, probe
 from runflow_tail.ingest.stream_health import StreamHealth, query_fingerprint
@@ -35,6 +40,11 @@ from runflow_tail.times import NS_PER_SECOND, format_instant, parse_start
 PERSIST_HEALTH_EVERY = 30.0
 PAGES_IN_FLIGHT = 4
 BACKFILL_MIN_ROUND_TRIP = 0.025
+PARALLEL_GAIN = 1.5
+"""Parallel windows pay only when the rate the API allows is at least this many times what
+one request after another achieves (round trip x rate)."""
+RECHECK_PAGES = 8
+"""A sequential walk asks every this many pages whether parallel windows would pay now."""
 BACKFILL_MEMORY = 32 * 1024 * 1024
 """Fetched pages waiting for their commit: bounds memory during a backlog."""
 PAGES_PER_COMMIT = 8
@@ -70,9 +80,10 @@ class Poller:
         self._read_through_ns: int | None = None
         self._windows_supported: bool | None = None
         self._round_trip = 0.0
+        """Seconds a page request spends on the wire, smoothed: parallel backfill pays only
+        when it, not the rate limit or the journal, is what holds a sequential walk back."""
         self._commit_time = 0.0
         """Seconds to commit one page, smoothed."""
-        """Seconds per page request, smoothed: parallel backfill pays only when it is high."""
         self._persisted_health_at = 0.0
         self._reported_problem: str | None = None
 
@@ -88,6 +99,11 @@ class Poller:
                 )
             except ApiCursorRejected as exc:
                 await self._on_cursor_rejected(exc)
+                continue
+            except ApiCursorStuck as exc:
+                if self._fatal_problems:
+                    raise
+                await self._on_stall(exc)
                 continue
             except ApiConfigurationError as exc:
                 if self._fatal_problems:
@@ -168,7 +184,7 @@ class Poller:
     # -- cycles --------------------------------------------------------------------------
 
     async def _range_cycle(self) -> bool:
-        """Follow pages from the watermark until a short page; True if more is waiting."""
+        """Follow pages from the lower bound until a short page; True if more is waiting."""
         start_watermark = self._state.watermark
         lower = self._lower_bound()
         query = (
@@ -177,34 +193,65 @@ class Poller:
             else with_range(self.stream.query, lower, self.range_form)
         )
         first = await self.fetch(query, None)
-        if await self._backfilled(first, lower):
-            return False
+        # The next cycle starts no earlier than this one, or, once this one completes, than
+        # the read-through point it sets: retention keeps what may be read again.
+        candidates = (lower, self._read_through(first.seen_since_ns))
+        protected = [bound for bound in candidates if bound is not None]
+        self._journal.note_reread_from(self.stream.name, min(protected, default=None))
+        backfilled = await self._backfilled(first, lower)
+        if backfilled is not None:
+            return not backfilled
         # Pipelining: pages go to a committer task through a small bounded buffer, so the
         # next request is out while earlier pages commit; when commits fall behind, the
         # committer takes every waiting page in one transaction (fewer, larger commits).
         send, receive = anyio.create_memory_object_stream[Page](PAGES_IN_FLIGHT)
         page = first
+        pages = 1
+        handing_over = False
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self.commit_pages, receive, lower)
                 async with send:
                     await send.send(page)
                     while self.is_full(page) and page.next_cursor is not None:
-                        page = await self.fetch(query, page.next_cursor)
+                        if pages % RECHECK_PAGES == 0 and self._backfill_would_pay(page):
+                            handing_over = True  # the next cycle starts a backfill
+                            break
+                        page = await self.follow(query, page)
+                        pages += 1
                         await send.send(page)
         except BaseExceptionGroup as group:
             # One failure at a time is what the retry logic understands; the task group
             # only exists for pipelining.
             raise group.exceptions[0] from None
+        if handing_over:
+            return True
         self._note_read_through(first.seen_since_ns)
         full_without_next = self.is_full(page) and page.next_cursor is None
         return full_without_next and self._state.watermark != start_watermark
 
+    async def follow(self, query: str, page: Page) -> Page:
+        """The page after ``page``; a cursor that brings the same place back is a stall."""
+        assert page.next_cursor is not None
+        cursor = page.next_cursor
+        following = await self.fetch(query, cursor)
+        stuck_cursor = following.next_cursor is not None and following.next_cursor == cursor
+        same_entries = bool(page.entries) and _same_entries(page, following)
+        if stuck_cursor or same_entries:
+            what = "the same page cursor" if stuck_cursor else "the same entries"
+            raise ApiCursorStuck(
+                f"stream {self.stream.name}: the API answered a page cursor with {what} "
+                "again, so following it would never end; polling again from the watermark",
+                cursor=cursor,
+            )
+        return following
+
     async def _cursor_cycle(self) -> bool:
         lower = self._lower_bound()
+        self._journal.note_reread_from(self.stream.name, lower)
         cursor = self._state.api_cursor
+        page = await self.fetch(self.stream.query, cursor)
         while True:
-            page = await self.fetch(self.stream.query, cursor)
             await self._commit([page], lower, cursor)
             if not self.is_full(page) or page.next_cursor is None:
                 if self._gap_check is not None:
@@ -212,23 +259,15 @@ class Poller:
                 return False
             cursor = page.next_cursor
             self._state = replace(self._state, api_cursor=cursor)
+            page = await self.follow(self.stream.query, page)
 
-    async def _backfilled(self, first: Page, lower: int | None) -> bool:
+    async def _backfilled(self, first: Page, lower: int | None) -> bool | None:
         """Far behind a slow API: commit ``first`` and fetch the rest of the backlog in
-        parallel windows sized by its density (backfill.py). False: go on sequentially."""
+        parallel windows (backfill.py). None: go on sequentially; else whether the backfill
+        read everything up to now (False: the sequential walk takes over)."""
         stream = self.stream
-        if stream.backfill_parallelism < 2 or self._windows_supported is False:
-            return False
-        if not self.is_full(first) or first.next_cursor is None or not first.entries:
-            return False
-        now = time.time_ns()
-        last = first.entries[-1].timestamp_ns
-        if now - last <= int(stream.backfill_after * NS_PER_SECOND):
-            return False
-        # Parallel fetching pays only when waiting for the API, not committing, is the
-        # bottleneck (a fast API on a slow disk gains nothing from more requests).
-        if self._round_trip < max(BACKFILL_MIN_ROUND_TRIP, 2 * self._commit_time):
-            return False
+        if not self._backfill_would_pay(first):
+            return None
         if self._windows_supported is None:
             self._windows_supported = await windows_supported(self)
             if not self._windows_supported:
@@ -237,31 +276,70 @@ class Poller:
                     stream=stream.name,
                     reason="the API ignores or rejects an upper bound on timestamp",
                 )
-                return False
+                return None
         await self._commit([first], lower, None)
-        begin = first.entries[0].timestamp_ns if lower is None else lower
         # Bounded memory: every open window may hold a few pages of this size.
         per_window = (PAGES_PER_WINDOW + 1) * max(1, first.body_bytes)
         parallelism = max(1, min(stream.backfill_parallelism, BACKFILL_MEMORY // per_window))
-        evaluated = await backfill(self, last, now, last - begin, parallelism)
-        if evaluated is not None and first.seen_since_ns is not None:
-            self._note_read_through(min(evaluated, first.seen_since_ns))
-        return True
+        result = await backfill(self, first, lower, time.time_ns(), parallelism)
+        if result.finished and result.evaluated_ns is not None:
+            self._note_read_through(result.evaluated_ns)
+        return result.finished
+
+    def _backfill_would_pay(self, page: Page) -> bool:
+        """Whether this stream is far enough behind, and the API slow enough, for parallel
+        windows (and whether the API takes them, as far as is known)."""
+        stream = self.stream
+        if stream.backfill_parallelism < 2 or self._windows_supported is False:
+            return False
+        if not self.is_full(page) or page.next_cursor is None or not page.entries:
+            return False
+        behind = time.time_ns() - page.entries[-1].timestamp_ns
+        return behind > int(stream.backfill_after * NS_PER_SECOND) and self.parallel_pays()
+
+    def parallel_pays(self) -> bool:
+        """Whether requests in parallel would fetch faster than one after another: the round
+        trip, not the rate the API allows, holds a sequential walk back, and committing
+        keeps up (a fast API on a slow disk gains nothing from more requests)."""
+        round_trip = self._round_trip
+        if round_trip < max(BACKFILL_MIN_ROUND_TRIP, 2 * self._commit_time):
+            return False
+        return round_trip * self._client.limiter.rate >= PARALLEL_GAIN
 
     def _note_read_through(self, first_evaluated: int | None) -> None:
-        if first_evaluated is not None:
-            # Everything visible when this cycle began has been read, so an entry we have not
-            # seen became visible later, and (with lookback covering visibility delays) has a
-            # timestamp after this bound: the next cycle need not re-read older ones.
-            lookback_ns = int(self.stream.lookback * NS_PER_SECOND)
-            self._read_through_ns = first_evaluated - lookback_ns
+        # Everything visible when this cycle began has been read, so an entry we have not
+        # seen became visible later, and (with lookback covering visibility delays) has a
+        # timestamp after this bound: the next cycle need not re-read older ones.
+        bound = self._read_through(first_evaluated)
+        if bound is not None:
+            self._read_through_ns = bound
+
+    def _read_through(self, first_evaluated: int | None) -> int | None:
+        if first_evaluated is None:
+            return None
+        return first_evaluated - int(self.stream.lookback * NS_PER_SECOND)
 
     def _lower_bound(self) -> int | None:
+        """Where a cycle starts reading: ``min(watermark, read-through point)``, never
+        before the stream's start.
+
+        The read-through point (the API's clock when the last full cycle began, less
+        lookback) covers entries that became visible late but within lookback; the
+        watermark (the newest timestamp journaled) covers every entry at or after it,
+        however late it becomes visible. Without a server clock, watermark - lookback.
+        Re-reads are dropped by the journal.
+        """
         state = self._state
-        bounds = [b for b in (state.floor, self._read_through_ns) if b is not None]
-        if state.watermark is not None:
-            bounds.append(state.watermark - int(self.stream.lookback * NS_PER_SECOND))
-        return max(bounds) if bounds else None
+        lookback_ns = int(self.stream.lookback * NS_PER_SECOND)
+        if state.watermark is None:
+            bound = self._read_through_ns
+        elif self._read_through_ns is None:
+            bound = state.watermark - lookback_ns
+        else:
+            bound = min(state.watermark, self._read_through_ns)
+        if bound is None or state.floor is None:
+            return state.floor if bound is None else bound
+        return max(state.floor, bound)
 
     def is_full(self, page: Page) -> bool:
         return page.item_count >= self.stream.page_size
@@ -272,7 +350,6 @@ class Poller:
         while True:
             await self._journal.wait_for_space()
             self.health.requests += 1
-            sent = time.monotonic()
             try:
                 page = await self._client.fetch_logs(
                     self.stream.run_id,
@@ -294,7 +371,7 @@ class Poller:
                 await anyio.sleep(delay)
                 continue
             self._backoff.reset()
-            self._round_trip = _smoothed(self._round_trip, time.monotonic() - sent)
+            self._round_trip = _smoothed(self._round_trip, self._client.last_round_trip)
             self.health.items_received += page.item_count
             # A long backlog is one long cycle: every good page counts as a good poll.
             self.health.last_success_monotonic = anyio.current_time()
@@ -356,6 +433,26 @@ class Poller:
         self._state = replace(self._state, api_cursor=None)
         await self._journal.save_cursor(self.stream.name, self._state)
 
+    async def _on_stall(self, exc: ApiCursorStuck) -> None:
+        """Stop following a cursor that does not advance: say so (once per stall), show the
+        stream unhealthy, and after a backoff poll again from the watermark."""
+        self.health.cursor_stalls += 1
+        self._metrics.cursor_stalls.labels(self.stream.name).inc()
+        if not self.health.stalled:
+            log.warning(
+                "stream.cursor_stalled",
+                stream=self.stream.name,
+                cursor=exc.cursor,
+                watermark=_show(self._state.watermark),
+                action="polling again from the watermark after a backoff",
+            )
+        self.health.stalled = True
+        await self._mark_failing(str(exc))
+        if self._strategy == "cursor" and self._state.last_id and self._state.watermark:
+            self._gap_check = (self._state.last_id, self._state.watermark)
+        self._state = replace(self._state, api_cursor=None)
+        await anyio.sleep(self._backoff.next_delay())
+
     def _check_gap(self, entries: list[FetchedEntry]) -> None:
         assert self._gap_check is not None
         last_id, watermark = self._gap_check
@@ -411,12 +508,23 @@ class Poller:
             log.info("stream.recovered", stream=self.stream.name)
             self.health.problem = None
             self.health.blocked = False
+            self.health.stalled = False
             self._reported_problem = None
         if recovered or time.monotonic() - self._persisted_health_at > PERSIST_HEALTH_EVERY:
             self._state = replace(self._state, health_error=None, last_success_at=now)
             await self._journal.save_cursor(self.stream.name, self._state)
             self._persisted_health_at = time.monotonic()
         self.health.first_poll_done.set()
+
+
+def _same_entries(page: Page, following: Page) -> bool:
+    """Whether two pages hold the same entries (a cursor that names the same place)."""
+    entries, again = page.entries, following.entries
+    return (
+        len(entries) == len(again)
+        and entries[0].id == again[0].id
+        and entries[-1].id == again[-1].id
+    )
 
 
 def _smoothed(average: float, sample: float) -> float:

@@ -28,6 +28,9 @@ class StreamHealth:
     """Items the API returned, re-reads included (what polling costs in transfer)."""
     requests: int = 0
     gaps_suspected: int = 0
+    stalled: bool = False
+    """The API's page cursor stopped advancing; true until a cycle completes again."""
+    cursor_stalls: int = 0
     cursor_resets: int = 0
     watermark_ns: int | None = None
     first_poll_done: anyio.Event = field(default_factory=anyio.Event)

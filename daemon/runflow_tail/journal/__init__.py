@@ -58,6 +58,7 @@ class Journal:
         self.recent = RecentEntries(0)
         self._subscribers: dict[str, tuple[str, ...]] = {}
         self._lookbacks_ns: dict[str, int] = {}
+        self._rereads_from: dict[str, int] = {}
         self._last_prune = float("-inf")
         self._full = False
         self.size_bytes = 0
@@ -174,6 +175,14 @@ class Journal:
         self._lookbacks_ns = {
             stream: int(seconds * NS_PER_SECOND) for stream, seconds in (lookbacks or {}).items()
         }
+
+    def note_reread_from(self, stream: str, lower_ns: int | None) -> None:
+        """The stream's next poll reads from ``lower_ns``: retention keeps what it may read
+        again, so a re-read entry is recognised and never delivered twice."""
+        if lower_ns is None:
+            self._rereads_from.pop(stream, None)
+        else:
+            self._rereads_from[stream] = lower_ns
 
     async def read_after(
         self,
@@ -312,9 +321,10 @@ class Journal:
             window = self._dedup_window_ns
             if under_pressure:
                 window = max(self._lookbacks_ns.get(stream, 0), NS_PER_SECOND)
-            removed += self._store.prune(
-                stream, delivered_seq=delivered, older_than_ns=cursor.watermark - window
-            )
+            older_than = cursor.watermark - window
+            if stream in self._rereads_from:
+                older_than = min(older_than, self._rereads_from[stream])
+            removed += self._store.prune(stream, delivered_seq=delivered, older_than_ns=older_than)
             if under_pressure:
                 # Delivered entries the next poll may re-read: keep their ids, drop their bytes.
                 self._store.drop_delivered_bytes(stream, delivered_seq=delivered)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -56,6 +57,7 @@ RUN_STATUSES = (
     "canceled",
     "partial_succeeded",
 )
+ARRIVED_SCOPE_KEY = "runflow_tail.sandbox.arrived"
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
 
@@ -99,7 +101,8 @@ class SandboxAPI:
             ):
                 message = f"the API key has no access to organization {organization}"
                 return self.error(403, "PERMISSION_DENIED", message)
-            waiting = self.world.retry_after_remaining(token)
+            arrived = request.scope.get(ARRIVED_SCOPE_KEY, time.monotonic())
+            waiting = self.world.retry_after_remaining(token, arrived)
             if waiting > 0 and options.enforce_retry_after:
                 # A rate limiter refuses whoever comes back before the time it gave.
                 self.world.stats.requests_before_retry_after += 1
@@ -361,6 +364,8 @@ class _Instrumented:
         world = self.world
         world.stats.requests_total += 1
         scope[RAW_SEND_SCOPE_KEY] = send
+        # Latency stands for the network: a request counts as arrived before it.
+        scope[ARRIVED_SCOPE_KEY] = time.monotonic()
         if world.options.latency:
             await anyio.sleep(world.options.latency)
 

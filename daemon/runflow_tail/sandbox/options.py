@@ -119,6 +119,14 @@ class SandboxOptions(BaseModel):
             "Retry-After the API gave, as rate limiters do."
         ),
     )
+    retry_after_crossing: float = Field(
+        0.05,
+        ge=0,
+        description=(
+            "Seconds after a 429 went out during which an arriving request is taken to have "
+            "crossed it on the way (sent before the client could know), not to be early."
+        ),
+    )
     fault_429_every: int | None = Field(
         None,
         ge=1,

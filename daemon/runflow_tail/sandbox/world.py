@@ -77,8 +77,9 @@ class World:
         self.flows: list[Flow] = make_flows(self.rng, self.ids)
         self._fault_rng = random.Random(self.options.fault_seed)
         self._buckets: dict[str, tuple[float, float]] = {}
-        self._retry_deadlines: dict[str, float] = {}
-        """Per API key: the monotonic time before which the API told the client to wait."""
+        self._retry_windows: dict[str, tuple[float, float]] = {}
+        """Per API key: when the API last told the client to wait, and until when
+        (monotonic)."""
 
     def now(self) -> int:
         return self.clock()
@@ -297,15 +298,22 @@ class World:
             return ScriptedFault(kind="drop")
         return None
 
-    def retry_after_remaining(self, api_key: str) -> float:
-        """Seconds left of the last Retry-After given to ``api_key`` (0 when none is running)."""
-        deadline = self._retry_deadlines.get(api_key)
-        return 0.0 if deadline is None else max(0.0, deadline - time.monotonic())
+    def retry_after_remaining(self, api_key: str, arrived: float) -> float:
+        """Seconds left of a Retry-After given to ``api_key`` before a request that arrived
+        at ``arrived`` (monotonic); 0 when it came before that answer was given (or so soon
+        after that it crossed it on the way) or after its end."""
+        issued, deadline = self._retry_windows.get(api_key, (0.0, 0.0))
+        if not issued + self.options.retry_after_crossing <= arrived < deadline:
+            return 0.0
+        return max(0.001, deadline - time.monotonic())
 
     def note_retry_after(self, api_key: str, seconds: float) -> None:
         """The API just told ``api_key`` to wait ``seconds``; the deadline only moves later."""
-        deadline = time.monotonic() + seconds
-        self._retry_deadlines[api_key] = max(deadline, self._retry_deadlines.get(api_key, 0.0))
+        now = time.monotonic()
+        issued, deadline = self._retry_windows.get(api_key, (now, 0.0))
+        if deadline <= now:
+            issued = now
+        self._retry_windows[api_key] = (issued, max(deadline, now + seconds))
 
     def take_request(self, api_key: str) -> RateDecision:
         """Token bucket per key in real (monotonic) time: rate limits are about real load."""

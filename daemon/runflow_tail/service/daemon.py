@@ -25,7 +25,7 @@ from runflow_tail.api.client import RunflowClient
 from runflow_tail.config.alerts import ALERT_ENGINE_CONSUMER
 from runflow_tail.config.model import Settings
 from runflow_tail.delivery.loop import Delivery
-from runflow_tail.errors import ConfigError, SinkClosedError
+from runflow_tail.errors import ConfigError, RunflowTailError, SinkClosedError
 from runflow_tail.ingest.poller import Poller
 from runflow_tail.journal import Journal, StateDirLock
 from runflow_tail.metrics import Metrics
@@ -102,6 +102,13 @@ class Daemon:
             )
             try:
                 await self._supervise(self.journal)
+            except BaseExceptionGroup as group:
+                # An expected error (a port in use, an API that refuses the stream) is one
+                # line for a person, whichever task raised it; anything else stays a group.
+                expected = first_expected(group)
+                if expected is None:
+                    raise
+                raise expected from None
             finally:
                 if self._client is not None:
                     await self._client.aclose()
@@ -350,7 +357,7 @@ class Daemon:
             health, stream = poller.health, poller.stream
             allowed = settings.ready_poll_multiplier * stream.poll_interval + timeout
             since = now - (health.last_success_monotonic or health.started_monotonic)
-            if health.blocked:
+            if health.blocked or health.stalled:
                 problems.append(f"stream {stream.name}: {health.problem}")
             elif since > allowed:
                 detail = f" (last problem: {health.problem})" if health.problem else ""
@@ -396,7 +403,8 @@ class Daemon:
             name = poller.stream.name
             if poller.health.watermark_ns is not None:
                 self.metrics.lag.labels(name).set((now_ns - poller.health.watermark_ns) / 1e9)
-            self.metrics.stream_up.labels(name).set(0 if poller.health.blocked else 1)
+            healthy = not (poller.health.blocked or poller.health.stalled)
+            self.metrics.stream_up.labels(name).set(1 if healthy else 0)
         for delivery in self.deliveries:
             backlog = await journal.backlog(delivery.health.offset, delivery.streams)
             self.metrics.backlog.labels(delivery.name).set(backlog)
@@ -411,3 +419,23 @@ class Daemon:
         for delivery in self.deliveries:
             await delivery.wait_until_drained(last)
         self.request_stop("drained")
+
+
+def first_expected(group: BaseExceptionGroup[Any]) -> RunflowTailError | None:
+    """The first error of the tree in ``errors`` inside ``group``, when it holds nothing
+    else (cancellations aside)."""
+    found: list[RunflowTailError] = []
+    unexpected = False
+
+    def visit(exc: BaseException) -> None:
+        nonlocal unexpected
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                visit(inner)
+        elif isinstance(exc, RunflowTailError):
+            found.append(exc)
+        elif not isinstance(exc, anyio.get_cancelled_exc_class()):
+            unexpected = True
+
+    visit(group)
+    return found[0] if found and not unexpected else None
