@@ -18,6 +18,7 @@ in its socket buffers (TCP acknowledges bytes, not messages); UDP may drop any d
 from __future__ import annotations
 
 import errno
+import os
 import re
 import socket
 import ssl
@@ -236,21 +237,30 @@ class SyslogSink:
 def _peer_closed(stream: anyio.abc.ByteStream) -> bool:
     """Whether the receiver closed the connection (it never sends us anything else)."""
     transport: Any = stream.transport_stream if isinstance(stream, TLSStream) else stream
-    raw: socket.socket | None = transport.extra(  # noqa: S610 - anyio, not Django
-        anyio.abc.SocketAttribute.raw_socket, None
-    )
+    raw: Any = transport.extra(anyio.abc.SocketAttribute.raw_socket, None)  # noqa: S610 - anyio
     if raw is None:
         return False
-    try:
-        return raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
+    # A duplicate of the descriptor: asyncio's socket wrapper does not offer recv.
+    with socket.socket(fileno=os.dup(raw.fileno())) as probe:
+        try:
+            return probe.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps (anyio reports failed connection attempts as a group)."""
+    found = [exc]
+    for inner in (exc.__cause__, exc.__context__, *getattr(exc, "exceptions", ())):
+        if isinstance(inner, BaseException) and len(found) < 20:
+            found += _causes(inner)
+    return found
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ConnectionRefusedError) or getattr(exc, "errno", None) == errno.ECONNREFUSED:
+    if any(getattr(cause, "errno", None) == errno.ECONNREFUSED for cause in _causes(exc)):
         return "connection refused (is the receiver listening?); will retry"
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS certificate not trusted ({exc.verify_message}); set ca_file"
