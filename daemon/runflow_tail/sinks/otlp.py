@@ -38,6 +38,13 @@ def _otlp_retryable(status: int) -> bool:
     return status in OTLP_RETRYABLE
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False
+
+
 class OtlpSinkConfig(HttpOptions):
     """Also ``headers`` (e.g. an API key header), ``bearer_token``/``basic_*``, ``timeout``,
     ``verify``, ``ca_file``."""
@@ -57,7 +64,7 @@ class OtlpSinkConfig(HttpOptions):
 
     @model_validator(mode="after")
     def _extra_installed(self) -> OtlpSinkConfig:
-        if importlib.util.find_spec("opentelemetry.proto") is None:
+        if not _installed("opentelemetry.proto"):
             raise ValueError(f"the otlp sink needs the opentelemetry-proto package: {EXTRA_HINT}")
         return self
 
