@@ -65,6 +65,7 @@ class Rsyslog:
     tcp: int
     tls: int
     udp: int
+    binary: str = "rsyslogd"
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -73,7 +74,14 @@ class Rsyslog:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            ["rsyslogd", "-n", "-f", str(self.work / "rsyslog.conf"), "-i", str(self.work / "pid")],
+            [
+                self.binary,
+                "-n",
+                "-f",
+                str(self.work / "rsyslog.conf"),
+                "-i",
+                str(self.work / "pid"),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=(self.work / "rsyslogd.log").open("ab"),
         )
@@ -124,7 +132,9 @@ class Rsyslog:
 
 @contextlib.contextmanager
 def running_rsyslog(work: Path) -> Iterator[Rsyslog]:
-    if shutil.which("rsyslogd") is None:
+    # /usr/sbin may be missing from a non-root PATH.
+    binary = shutil.which("rsyslogd") or shutil.which("rsyslogd", path="/usr/sbin:/sbin")
+    if binary is None:
         message = "rsyslogd is not installed (apt-get install rsyslog rsyslog-gnutls)"
         if os.environ.get("CI"):
             pytest.fail(message)
@@ -136,7 +146,9 @@ def running_rsyslog(work: Path) -> Iterator[Rsyslog]:
     authority.cert_pem.write_to_path(str(ca_file))
     server.cert_chain_pems[0].write_to_path(str(cert))
     server.private_key_pem.write_to_path(str(key))
-    daemon = Rsyslog(work, ca_file, free_port(), free_port(), free_port(socket.SOCK_DGRAM))
+    daemon = Rsyslog(
+        work, ca_file, free_port(), free_port(), free_port(socket.SOCK_DGRAM), binary=binary
+    )
     (work / "rsyslog.conf").write_text(
         CONFIG.format(
             work=work,
