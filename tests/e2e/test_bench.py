@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SECTIONS = ("drain", "live", "idle", "slow_sink", "latency_bound")
+SECTIONS = ("drain", "live", "idle", "slow_sink", "latency_bound", "sinks")
 
 
 def numbers(document: Any) -> list[float]:
