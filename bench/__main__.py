@@ -16,10 +16,10 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from bench import profile, report, sections
+from bench import profile, report, sections, sinks
 from bench.procs import ROOT, Sandbox
 
-SECTIONS = ("drain", "live", "idle", "slow_sink", "latency_bound")
+SECTIONS = ("drain", "live", "idle", "slow_sink", "latency_bound", "sinks")
 ALIASES = {
     "slow": "slow_sink",
     "slow-sink": "slow_sink",
@@ -136,6 +136,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
                 "latency_bound",
                 lambda: {"latency_bound": sections.latency_bound(sandbox, plan, log)},
             )
+        if "sinks" in wanted:
+            attempt("sinks", lambda: {"sinks": sinks.sinks(sandbox, plan, log)})
         profiles: dict[str, Any] = {}
         for variant in args.profile or ():
             attempt(

@@ -194,6 +194,18 @@ def rows(results: dict[str, Any], checks: list[dict[str, Any]]) -> list[Row]:
             Row("", "sequential limit entries/s", _num(sequential["entries_per_s"])),
             judged("", "parallel / sequential", "latency-bound: parallel / sequential"),
         ]
+    measured = results.get("sinks")
+    if measured:
+        for index, (name, run) in enumerate(measured["sinks"].items()):
+            table.append(
+                Row(
+                    f"sinks (replay {measured['entries']:,})" if index == 0 else "",
+                    f"{name} entries/s (CPU us/entry)",
+                    f"{_num(run['entries_per_s'])} ({run['cpu_us_per_entry']:.1f})",
+                    "",
+                    f"{run['vs_file']:.2f}x file",
+                )
+            )
     return table
 
 

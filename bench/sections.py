@@ -46,6 +46,7 @@ class Plan:
     slow_delay: float = 0.2
     latency_entries: int = 20_000
     latency: float = 0.1
+    sink_entries: int = 50_000
 
     @classmethod
     def quick(cls) -> Plan:
@@ -56,6 +57,7 @@ class Plan:
             slow_backlogs=(5_000, 20_000),
             slow_seconds=3.0,
             latency_entries=2_000,
+            sink_entries=2_000,
         )
 
 

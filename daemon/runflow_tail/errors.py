@@ -19,6 +19,7 @@
     └── SinkError                         a destination failed
         ├── SinkRetryableError            try again later (retry_after wins)
         ├── SinkRejectedError             permanent: dead-letter the batch
+        │   └── SinkPartiallyRejectedError  kept part, refused the rest for good
         └── SinkClosedError               the reader went away (`| head`): stop cleanly
 
 Each boundary translates what it catches into this tree with ``raise ... from exc``;
@@ -27,6 +28,9 @@ means, and ``sinks._http`` the one that decides it for the HTTP sinks.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -133,6 +137,20 @@ class SinkRetryableError(SinkError):
 
 class SinkRejectedError(SinkError):
     pass
+
+
+class SinkPartiallyRejectedError(SinkRejectedError):
+    """The destination kept part of the batch and refused the rest for good.
+
+    ``rejected`` are the entries to dead-letter (the whole batch when the destination
+    only says how many it refused, as OTLP's ``partial_success`` does); ``accepted`` is
+    how many entries it kept. Raised only once nothing in the batch is worth retrying.
+    """
+
+    def __init__(self, reason: str, *, rejected: Sequence[Any], accepted: int) -> None:
+        self.rejected = tuple(rejected)
+        self.accepted = accepted
+        super().__init__(reason)
 
 
 class SinkClosedError(SinkError):

@@ -21,10 +21,16 @@ RANKS = {
     "cli": 7,
 }
 """Base modules (top-level files) rank 0; a folder imports only folders of lower rank."""
-LAZY_IMPORTS = {("sandbox/__init__.py", "runflow_tail.sandbox")}
-"""Imports allowed below a module's top: the sandbox package resolves its names on first
-use, so that every command can build the sandbox's flags and only the sandbox commands
-load its web stack (starlette, uvicorn)."""
+LAZY_IMPORTS = {
+    # The sandbox package resolves its names on first use, so that every command can build
+    # the sandbox's flags and only the sandbox commands load its web stack (starlette, uvicorn).
+    ("sandbox/__init__.py", "runflow_tail.sandbox"),
+    # Optional extras, imported when such a sink is built, so that a configuration without
+    # one loads without them (and check-config names the extra when one is missing).
+    ("sinks/otlp.py", "runflow_tail.sinks.otlp_proto"),  # protobuf: runflow-tail[otlp]
+    ("sinks/s3.py", "obstore"),  # obstore: runflow-tail[s3]
+}
+"""Imports allowed below a module's top, each with its reason."""
 
 
 def room_of(module: str) -> str:

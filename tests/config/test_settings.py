@@ -771,7 +771,7 @@ def test_sink_without_type(write_config: WriteConfig) -> None:
     path = write_config('[sinks.out]\nformat = "json"\n')
     assert only(problems(path)) == (
         f"config file {path}: sinks.out: every sink needs a type "
-        "(discord, file, pagerduty, slack, stdout, webhook)"
+        "(discord, elasticsearch, file, loki, otlp, pagerduty, s3, slack, stdout, syslog, webhook)"
     )
 
 

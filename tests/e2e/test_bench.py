@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SECTIONS = ("drain", "live", "idle", "slow_sink", "latency_bound")
+SECTIONS = ("drain", "live", "idle", "slow_sink", "latency_bound", "sinks")
 
 
 def numbers(document: Any) -> list[float]:
@@ -59,6 +59,9 @@ def test_quick_bench_reports_every_section(tmp_path: Path) -> None:
         assert part["product"]["peak_rss_mb"] > 0
     assert results["live"]["delivered"] > 0
     assert results["slow_sink"]["large"]["peak_rss_mb"] > 0
+    measured = results["sinks"]["sinks"]
+    assert set(measured) == {"file", "webhook", "otlp", "elasticsearch", "loki", "s3", "syslog"}
+    assert all(run["entries"] == results["sinks"]["entries"] for run in measured.values())
     # Every target has a verdict, and the table names each one.
     assert {check["result"] for check in document["targets"]} <= {"PASS", "FAIL", "n/a"}
     assert len(document["targets"]) == 9

@@ -14,7 +14,8 @@ from runflow_tail.config.model import CrossProblem, Settings, dotted_key
 from runflow_tail.sinks.registry import BUILTIN, SinkTypes
 
 SECRET_KEYS = frozenset(
-    # webhook_url: chat webhook URLs carry their token; routing_key: PagerDuty's integration key.
+    # webhook_url: chat webhook URLs carry their token; routing_key: PagerDuty's integration
+    # key; tenant_id: Loki's X-Scope-OrgID (a tenant may be all that guards its logs).
     {
         "api_key",
         "secret",
@@ -26,6 +27,9 @@ SECRET_KEYS = frozenset(
         "routing_key",
         "bearer_token",
         "basic_password",
+        "secret_access_key",
+        "session_token",
+        "tenant_id",
     }
 )
 MAY_HOLD_SECRETS = frozenset({"api", "sinks"})

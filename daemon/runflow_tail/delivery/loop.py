@@ -13,7 +13,12 @@ from dataclasses import dataclass
 
 import anyio
 
-from runflow_tail.errors import SinkClosedError, SinkRejectedError, SinkRetryableError
+from runflow_tail.errors import (
+    SinkClosedError,
+    SinkPartiallyRejectedError,
+    SinkRejectedError,
+    SinkRetryableError,
+)
 from runflow_tail.filters import Filter, parse_filter
 from runflow_tail.journal import Journal
 from runflow_tail.metrics import Metrics
@@ -127,11 +132,14 @@ class Delivery:
         not after the batch, because what came since may belong to other streams or not
         fit (``max_bytes``), and re-reading would find the same batch again at once.
         """
-        with anyio.move_on_after(self._batching.max_wait):
+        # A stop ends the wait too (an object store waits minutes for a fuller batch): the
+        # batch in hand is then sent as it is.
+        with anyio.move_on_after(self._batching.max_wait) as self._idle_scope:
             while len(batch) < self._batching.max_events and not self._stopping:
                 await self._journal.wait_for_entries_after(seen)
                 seen = self._journal.last_seq
                 batch = await self._read()
+        self._idle_scope = None
         return batch
 
     async def _deliver(self, batch: list[Entry]) -> None:
@@ -143,11 +151,18 @@ class Delivery:
         if matching:
             if self.config.stable_batches:
                 await self._journal.set_pending(self.name, end)
-            outcome, reason = await self._send_with_retries(matching)
+            outcome, reason, refused = await self._send_with_retries(matching)
             if outcome == "stopped":
                 return  # not committed: the batch goes out again after a restart
             if outcome == "rejected":
                 await self._dead_letter(matching, end, reason)
+                return
+            if refused is not None:
+                # Part kept, part refused for good: the refused entries become the dead
+                # letter (with the offset move), the kept ones count as delivered.
+                if refused.accepted:
+                    self._mark_delivered(refused.accepted)
+                await self._dead_letter(list(refused.rejected), end, reason)
                 return
             self._mark_delivered(len(matching))
         await self._journal.set_offset(self.name, end)
@@ -157,8 +172,11 @@ class Delivery:
         assert self._match is not None
         return self._match.matches(entry.data())
 
-    async def _send_with_retries(self, batch: list[Entry]) -> tuple[str, str]:
-        """Returns ("sent" | "rejected" | "stopped", why it was rejected)."""
+    async def _send_with_retries(
+        self, batch: list[Entry]
+    ) -> tuple[str, str, SinkPartiallyRejectedError | None]:
+        """Returns ("sent" | "rejected" | "stopped", why it was rejected, and the partial
+        refusal when the sink kept some of the batch)."""
         backoff = Backoff(self.config.backoff_initial, self.config.backoff_max)
         started = anyio.current_time()
         budget = self.config.max_retry_duration
@@ -167,14 +185,16 @@ class Delivery:
                 await self.sink.send(batch)
             except SinkClosedError:
                 raise
+            except SinkPartiallyRejectedError as exc:
+                return "sent", f"rejected: {exc}", exc
             except SinkRejectedError as exc:
-                return "rejected", f"rejected: {exc}"
+                return "rejected", f"rejected: {exc}", None
             except Exception as exc:  # noqa: BLE001 - a sink's bug must not lose entries
                 retry_after = exc.retry_after if isinstance(exc, SinkRetryableError) else None
                 reason = str(exc) if isinstance(exc, SinkRetryableError) else repr(exc)
                 elapsed = anyio.current_time() - started
                 if budget is not None and elapsed >= budget:
-                    return "rejected", f"gave up after {elapsed:.0f}s of retries: {reason}"
+                    return "rejected", f"gave up after {elapsed:.0f}s of retries: {reason}", None
                 delay = backoff.next_delay(retry_after)
                 if budget is not None:
                     delay = min(delay, max(0.0, budget - elapsed))
@@ -193,9 +213,9 @@ class Delivery:
                         await anyio.sleep(delay)
                     self._idle_scope = None
                 if self._stopping:
-                    return "stopped", ""
+                    return "stopped", "", None
                 continue
-            return "sent", ""
+            return "sent", "", None
 
     async def _dead_letter(self, batch: list[Entry], end: int, reason: str) -> None:
         await self._journal.dead_letter(self.name, batch, reason, end)

@@ -1,28 +1,39 @@
-"""What the HTTP sinks share: one client setup, one POST, one reading of the answer.
+"""What the HTTP sinks share: their options, one client setup, one POST, one reading of the answer.
 
-A 2xx delivers; 408, 425, 429 and 5xx, timeouts and broken connections are worth
-retrying (``Retry-After`` honoured); any other answer will never succeed as sent, so the
-batch becomes a dead letter. Every text that leaves here went through the sink's
-``redact``: a receiver that echoes a token must not put it in our logs.
+A 2xx delivers; by default 408, 425, 429 and 5xx, timeouts and broken connections are
+worth retrying (``Retry-After`` honoured); any other answer will never succeed as sent,
+so the batch becomes a dead letter. A sink whose protocol says otherwise (OTLP retries
+only 429/502/503/504) passes its own ``retryable``. Every text that leaves here went
+through the sink's ``redact``: a receiver that echoes a token must not put it in our logs.
 """
 
 from __future__ import annotations
 
+import base64
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 
 import httpx
+from pydantic import Field, SecretStr, model_validator
 
 from runflow_tail.errors import SinkRejectedError, SinkRetryableError
+from runflow_tail.models import PositiveDuration
+from runflow_tail.observability import get_logger
 from runflow_tail.pacing import parse_retry_after
+from runflow_tail.sinks.base import SinkConfigBase
 from runflow_tail.version import USER_AGENT
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
 ANSWER_SHOWN = 200
 """Characters of a refusal's body quoted in the error."""
+MASK = "********"
 
 Redact = Callable[[str], str]
 RetryAfter = Callable[[httpx.Response], float | None]
+Said = Callable[[httpx.Response], str]
+
+log = get_logger(__name__)
 
 
 def _unchanged(text: str) -> str:
@@ -31,6 +42,95 @@ def _unchanged(text: str) -> str:
 
 def retry_after_header(response: httpx.Response) -> float | None:
     return parse_retry_after(response.headers.get("retry-after"))
+
+
+def default_retryable(status: int) -> bool:
+    return status in RETRYABLE_STATUSES or status >= 500
+
+
+def body_text(response: httpx.Response) -> str:
+    return response.text[:ANSWER_SHOWN].strip()
+
+
+class HttpOptions(SinkConfigBase):
+    """Options every HTTP sink takes: extra headers, one kind of auth, timeout and TLS."""
+
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    """Extra request headers; values are treated as secrets (masked everywhere)."""
+    bearer_token: SecretStr | None = None
+    basic_username: str | None = None
+    basic_password: SecretStr | None = None
+    timeout: PositiveDuration = 10.0
+    verify: bool = True
+    """TLS certificate verification; turn off only for testing (a warning is logged)."""
+    ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _auth_is_consistent(self) -> HttpOptions:
+        if self.bearer_token is not None and self.basic_username is not None:
+            raise ValueError("use either bearer_token or basic_username/basic_password, not both")
+        if (self.basic_username is None) != (self.basic_password is None):
+            raise ValueError("basic auth needs both basic_username and basic_password")
+        return self
+
+    def secret_values(self) -> list[str]:
+        """Every secret this sink sends, for ``redactor`` (subclasses add their own)."""
+        values = [value.get_secret_value() for value in self.headers.values()]
+        for secret in (self.bearer_token, self.basic_password):
+            if secret is not None:
+                values.append(secret.get_secret_value())
+        if self.basic_username is not None and self.basic_password is not None:
+            # What an echoed Authorization header would show.
+            pair = f"{self.basic_username}:{self.basic_password.get_secret_value()}"
+            values.append(base64.b64encode(pair.encode()).decode())
+        return values
+
+    def auth_headers(self) -> dict[str, str]:
+        headers = {key: value.get_secret_value() for key, value in self.headers.items()}
+        if self.bearer_token is not None:
+            headers["Authorization"] = f"Bearer {self.bearer_token.get_secret_value()}"
+        return headers
+
+    def http_client(
+        self, name: str, *, content_type: str = "application/json", **headers: str
+    ) -> httpx.AsyncClient:
+        auth = None
+        if self.basic_username is not None and self.basic_password is not None:
+            auth = httpx.BasicAuth(self.basic_username, self.basic_password.get_secret_value())
+        verify: ssl.SSLContext | bool = self.verify
+        if self.verify and self.ca_file is not None:
+            verify = ssl.create_default_context(cafile=str(self.ca_file))
+        if not self.verify:
+            log.warning(
+                "sink.tls_verification_disabled",
+                sink=name,
+                reason="verify = false: certificates are not checked; use ca_file instead",
+            )
+        return http_client(
+            timeout=self.timeout,
+            headers={"Content-Type": content_type, **self.auth_headers(), **headers},
+            auth=auth,
+            verify=verify,
+        )
+
+
+def redactor(secrets: Iterable[str]) -> Redact:
+    """Replace each secret in a text by a mask (the longest first, so none shows in part)."""
+    values = sorted({value for value in secrets if len(value) >= 4}, key=len, reverse=True)
+    if not values:
+        return _unchanged
+
+    def redact(text: str) -> str:
+        for value in values:
+            text = text.replace(value, MASK)
+        return text
+
+    return redact
+
+
+def url_label(url: str) -> str:
+    """A URL as it may be logged: without its query or credentials, which may hold tokens."""
+    return str(httpx.URL(url).copy_with(query=None, userinfo=b""))
 
 
 def http_client(
@@ -57,21 +157,28 @@ async def post(
     content: bytes,
     label: str,
     headers: Mapping[str, str] | None = None,
+    params: Mapping[str, str] | None = None,
     redact: Redact = _unchanged,
     retry_after: RetryAfter = retry_after_header,
-) -> None:
-    """POST ``content``; return on 2xx, else raise the sink error the answer calls for."""
+    retryable: Callable[[int], bool] = default_retryable,
+    said: Said = body_text,
+) -> httpx.Response:
+    """POST ``content``; return the 2xx answer, else raise the sink error it calls for.
+
+    ``said`` extracts the destination's own explanation from a refusal (a protobuf
+    ``Status``, Loki's plain text, ...); it is quoted, redacted, in the error.
+    """
     try:
-        response = await http.post(url, content=content, headers=headers)
+        response = await http.post(url, content=content, headers=headers, params=params)
     except httpx.TimeoutException as exc:
         raise SinkRetryableError(f"{label}: no answer within {http.timeout.read or 0:g}s") from exc
     except httpx.HTTPError as exc:
         raise SinkRetryableError(redact(f"{label}: {type(exc).__name__}: {exc}")) from exc
     status = response.status_code
     if 200 <= status < 300:
-        return
-    said = redact(response.text[:ANSWER_SHOWN].strip())
-    reason = f"{label} answered HTTP {status}" + (f": {said}" if said else "")
-    if status in RETRYABLE_STATUSES or status >= 500:
+        return response
+    explanation = redact(said(response)[:ANSWER_SHOWN])
+    reason = f"{label} answered HTTP {status}" + (f": {explanation}" if explanation else "")
+    if retryable(status):
         raise SinkRetryableError(reason, retry_after=retry_after(response))
     raise SinkRejectedError(reason)

@@ -18,10 +18,15 @@ from pydantic import Field
 
 from runflow_tail.sinks.base import SinkConfigBase
 from runflow_tail.sinks.discord import DiscordSinkConfig
+from runflow_tail.sinks.elasticsearch import ElasticsearchSinkConfig
 from runflow_tail.sinks.file import FileSinkConfig
+from runflow_tail.sinks.loki import LokiSinkConfig
+from runflow_tail.sinks.otlp import OtlpSinkConfig
 from runflow_tail.sinks.pagerduty import PagerDutySinkConfig
+from runflow_tail.sinks.s3 import S3SinkConfig
 from runflow_tail.sinks.slack import SlackSinkConfig
 from runflow_tail.sinks.stdout import StdoutSinkConfig
+from runflow_tail.sinks.syslog import SyslogSinkConfig
 from runflow_tail.sinks.webhook import WebhookSinkConfig
 
 ENTRY_POINT_GROUP = "runflow_tail.sinks"
@@ -29,6 +34,11 @@ BUILTIN_SINK_MODELS: tuple[type[SinkConfigBase], ...] = (
     StdoutSinkConfig,
     FileSinkConfig,
     WebhookSinkConfig,
+    OtlpSinkConfig,
+    ElasticsearchSinkConfig,
+    LokiSinkConfig,
+    S3SinkConfig,
+    SyslogSinkConfig,
     SlackSinkConfig,
     DiscordSinkConfig,
     PagerDutySinkConfig,

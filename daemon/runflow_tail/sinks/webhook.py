@@ -13,45 +13,33 @@ import base64
 import binascii
 import hashlib
 import hmac
-import ssl
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import ClassVar, Literal
 
 import anyio
-import httpx
-from pydantic import Field, HttpUrl, SecretStr, field_validator, model_validator
+from pydantic import Field, HttpUrl, SecretStr, field_validator
 
 from runflow_tail.errors import SinkRejectedError, SinkRetryableError
-from runflow_tail.models import Duration, Entry, PositiveDuration
-from runflow_tail.observability import get_logger
-from runflow_tail.sinks._http import http_client, post
-from runflow_tail.sinks.base import BatchSettings, SinkConfigBase
+from runflow_tail.models import Duration, Entry
+from runflow_tail.sinks._http import HttpOptions, post, redactor, url_label
+from runflow_tail.sinks.base import BatchSettings
 
 DEFAULT_WEBHOOK_BATCH = BatchSettings(max_events=100, max_bytes=1024 * 1024, max_wait=1.0)
 DEFAULT_WEBHOOK_RETRY = 3600.0
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks prefix, not a secret
 
-log = get_logger(__name__)
 
+class WebhookSinkConfig(HttpOptions):
+    """Also ``headers``, ``bearer_token``/``basic_*``, ``timeout``, ``verify``, ``ca_file``
+    (``sinks._http.HttpOptions``)."""
 
-class WebhookSinkConfig(SinkConfigBase):
     type: Literal["webhook"] = "webhook"
     url: HttpUrl
     batch: BatchSettings | bool = DEFAULT_WEBHOOK_BATCH
     """A table of batch limits, or `false` to POST each entry on its own (unwrapped)."""
-    headers: dict[str, SecretStr] = Field(default_factory=dict)
-    """Extra request headers; values are treated as secrets (masked everywhere)."""
-    bearer_token: SecretStr | None = None
-    basic_username: str | None = None
-    basic_password: SecretStr | None = None
     secret: SecretStr | None = None
     """Standard Webhooks signing secret, `whsec_<base64>` (or bare base64)."""
-    timeout: PositiveDuration = 10.0
-    verify: bool = True
-    """TLS certificate verification; turn off only for testing (a warning is logged)."""
-    ca_file: Path | None = None
     concurrency: int = Field(1, ge=1, le=64)
     """Requests in flight at once; a batch is split into this many parts, in order."""
     max_retry_duration: Duration | None = DEFAULT_WEBHOOK_RETRY
@@ -64,14 +52,6 @@ class WebhookSinkConfig(SinkConfigBase):
         if value is not None:
             signing_key(value)
         return value
-
-    @model_validator(mode="after")
-    def _auth_is_consistent(self) -> WebhookSinkConfig:
-        if self.bearer_token is not None and self.basic_username is not None:
-            raise ValueError("use either bearer_token or basic_username/basic_password, not both")
-        if (self.basic_username is None) != (self.basic_password is None):
-            raise ValueError("basic auth needs both basic_username and basic_password")
-        return self
 
     def build(self, name: str) -> WebhookSink:
         return WebhookSink(self, name=name)
@@ -111,24 +91,12 @@ class WebhookSink:
         self._url = str(config.url)
         self._key = signing_key(config.secret) if config.secret is not None else None
         self._batched = config.batch is not False
-        headers = {k: v.get_secret_value() for k, v in config.headers.items()}
-        if config.bearer_token is not None:
-            headers["Authorization"] = f"Bearer {config.bearer_token.get_secret_value()}"
-        auth = None
-        if config.basic_username is not None and config.basic_password is not None:
-            auth = httpx.BasicAuth(config.basic_username, config.basic_password.get_secret_value())
-        verify: ssl.SSLContext | bool = config.verify
-        if config.verify and config.ca_file is not None:
-            verify = ssl.create_default_context(cafile=str(config.ca_file))
-        if not config.verify:
-            log.warning(
-                "sink.tls_verification_disabled",
-                sink=name,
-                reason="verify = false: certificates are not checked; use ca_file instead",
-            )
-        self._http = http_client(timeout=config.timeout, headers=headers, auth=auth, verify=verify)
-        # Named without its query or credentials, which may hold tokens.
-        self._label = str(httpx.URL(self._url).copy_with(query=None, userinfo=b""))
+        self._http = config.http_client(name)
+        self._label = url_label(self._url)
+        secrets = config.secret_values()
+        if config.secret is not None:
+            secrets.append(config.secret.get_secret_value())
+        self._redact = redactor(secrets)
 
     def __repr__(self) -> str:
         return f"WebhookSink(name={self._name!r})"
@@ -165,7 +133,14 @@ class WebhookSink:
             timestamp = int(time.time())
             headers["webhook-timestamp"] = str(timestamp)
             headers["webhook-signature"] = sign(self._key, message_id, timestamp, body)
-        await post(self._http, self._url, content=body, headers=headers, label=self._label)
+        await post(
+            self._http,
+            self._url,
+            content=body,
+            headers=headers,
+            label=self._label,
+            redact=self._redact,
+        )
 
     async def aclose(self) -> None:
         await self._http.aclose()
