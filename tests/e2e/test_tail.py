@@ -192,3 +192,16 @@ def test_heartbeat_goes_to_stderr_and_never_into_the_output(sandbox_thread: Sand
     assert result.returncode == 0
     assert "still following" in result.stderr
     assert [json.loads(line)["message"] for line in result.stdout.splitlines()] == ["x"]
+
+
+def test_a_cursor_that_never_advances_ends_a_tail_with_one_line(
+    sandbox_thread: SandboxThread,
+) -> None:
+    """Full pages answered with the same cursor forever: `tail --since 1h` does not spin; it
+    prints what it read and ends with one line naming the stall, exit 4."""
+    sandbox_thread.generate(1200, step_ms=1, message="line {i}", full_run=False)
+    sandbox_thread.patch_options(fault_stuck_cursor="same")
+    result = _tail(sandbox_thread, "--since", "1h", "--format", "json")
+    assert result.returncode == 4
+    assert "Traceback" not in result.stderr
+    assert "same page cursor" in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -91,6 +91,8 @@ class Backfilled:
     evaluated_ns: int | None
     """The earliest ``seen_since_ns`` of the first pages of its queries (None if unknown)."""
     requests: int
+    frontier_ns: int
+    """Everything before this was committed: where a sequential walk takes over."""
 
 
 @dataclass
@@ -235,7 +237,7 @@ async def backfill(
         raise group.exceptions[0] from None
     known = [f for f in firsts if f is not None]
     evaluated = None if len(known) < len(firsts) or not known else min(known)
-    return Backfilled(plan.done, evaluated, requests)
+    return Backfilled(plan.done, evaluated, requests, plan.frontier)
 
 
 async def windows_supported(source: WindowSource) -> bool:

@@ -27,7 +27,12 @@ from runflow_tail.errors import (
     ApiCursorStuck,
     RetryableApiError,
 )
-from runflow_tail.ingest.backfill import PAGES_PER_WINDOW, backfill, windows_supported
+from runflow_tail.ingest.backfill import (
+    PAGES_PER_WINDOW,
+    Backfilled,
+    backfill,
+    windows_supported,
+)
 from runflow_tail.ingest.probe import ProbeAnswer, probe
 from runflow_tail.ingest.stream_health import StreamHealth, query_fingerprint
 from runflow_tail.journal import CursorState, Journal
@@ -43,6 +48,8 @@ BACKFILL_MIN_ROUND_TRIP = 0.025
 PARALLEL_GAIN = 1.5
 """Parallel windows pay only when the rate the API allows is at least this many times what
 one request after another achieves (round trip x rate)."""
+PARALLEL_STAY = 1.2
+"""Once started, parallel windows go on while the gain is at least this."""
 RECHECK_PAGES = 8
 """A sequential walk asks every this many pages whether parallel windows would pay now."""
 BACKFILL_MEMORY = 32 * 1024 * 1024
@@ -199,24 +206,45 @@ class Poller:
         protected = [bound for bound in candidates if bound is not None]
         self._journal.note_reread_from(self.stream.name, min(protected, default=None))
         backfilled = await self._backfilled(first, lower)
-        if backfilled is not None:
-            return not backfilled
+        if backfilled is None:
+            last, handed_over = await self._walk(query, first, lower, may_hand_over=True)
+            if handed_over:
+                return True  # the next cycle starts a backfill
+        elif backfilled.finished:
+            return False
+        else:
+            # Parallel windows stopped paying: walk on from where they ended, page by page
+            # and by cursor, so that even more than a page of entries at one instant passes.
+            query = with_range(self.stream.query, backfilled.frontier_ns, self.range_form)
+            resumed = await self.fetch(query, None)
+            last, _ = await self._walk(query, resumed, lower, may_hand_over=False)
+        self._note_read_through(first.seen_since_ns)
+        full_without_next = self.is_full(last) and last.next_cursor is None
+        return full_without_next and self._state.watermark != start_watermark
+
+    async def _walk(
+        self, query: str, first: Page, lower: int | None, *, may_hand_over: bool
+    ) -> tuple[Page, bool]:
+        """Commit ``first`` and every page after it, by cursor, until a short page; returns
+        the last page, and whether it stopped early because parallel windows would pay."""
         # Pipelining: pages go to a committer task through a small bounded buffer, so the
         # next request is out while earlier pages commit; when commits fall behind, the
         # committer takes every waiting page in one transaction (fewer, larger commits).
         send, receive = anyio.create_memory_object_stream[Page](PAGES_IN_FLIGHT)
         page = first
         pages = 1
-        handing_over = False
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self.commit_pages, receive, lower)
                 async with send:
                     await send.send(page)
                     while self.is_full(page) and page.next_cursor is not None:
-                        if pages % RECHECK_PAGES == 0 and self._backfill_would_pay(page):
-                            handing_over = True  # the next cycle starts a backfill
-                            break
+                        if (
+                            may_hand_over
+                            and pages % RECHECK_PAGES == 0
+                            and self._backfill_would_pay(page)
+                        ):
+                            return page, True
                         page = await self.follow(query, page)
                         pages += 1
                         await send.send(page)
@@ -224,11 +252,7 @@ class Poller:
             # One failure at a time is what the retry logic understands; the task group
             # only exists for pipelining.
             raise group.exceptions[0] from None
-        if handing_over:
-            return True
-        self._note_read_through(first.seen_since_ns)
-        full_without_next = self.is_full(page) and page.next_cursor is None
-        return full_without_next and self._state.watermark != start_watermark
+        return page, False
 
     async def follow(self, query: str, page: Page) -> Page:
         """The page after ``page``; a cursor that brings the same place back is a stall."""
@@ -261,10 +285,9 @@ class Poller:
             self._state = replace(self._state, api_cursor=cursor)
             page = await self.follow(self.stream.query, page)
 
-    async def _backfilled(self, first: Page, lower: int | None) -> bool | None:
+    async def _backfilled(self, first: Page, lower: int | None) -> Backfilled | None:
         """Far behind a slow API: commit ``first`` and fetch the rest of the backlog in
-        parallel windows (backfill.py). None: go on sequentially; else whether the backfill
-        read everything up to now (False: the sequential walk takes over)."""
+        parallel windows (backfill.py). None: go on sequentially from ``first``."""
         stream = self.stream
         if not self._backfill_would_pay(first):
             return None
@@ -284,7 +307,7 @@ class Poller:
         result = await backfill(self, first, lower, time.time_ns(), parallelism)
         if result.finished and result.evaluated_ns is not None:
             self._note_read_through(result.evaluated_ns)
-        return result.finished
+        return result
 
     def _backfill_would_pay(self, page: Page) -> bool:
         """Whether this stream is far enough behind, and the API slow enough, for parallel
@@ -295,16 +318,22 @@ class Poller:
         if not self.is_full(page) or page.next_cursor is None or not page.entries:
             return False
         behind = time.time_ns() - page.entries[-1].timestamp_ns
-        return behind > int(stream.backfill_after * NS_PER_SECOND) and self.parallel_pays()
-
-    def parallel_pays(self) -> bool:
-        """Whether requests in parallel would fetch faster than one after another: the round
-        trip, not the rate the API allows, holds a sequential walk back, and committing
-        keeps up (a fast API on a slow disk gains nothing from more requests)."""
+        if behind <= int(stream.backfill_after * NS_PER_SECOND):
+            return False
         round_trip = self._round_trip
         if round_trip < max(BACKFILL_MIN_ROUND_TRIP, 2 * self._commit_time):
             return False
         return round_trip * self._client.limiter.rate >= PARALLEL_GAIN
+
+    def parallel_pays(self) -> bool:
+        """Whether requests in parallel still fetch faster than one after another: the round
+        trip, not the rate the API allows, holds a sequential walk back, and committing
+        keeps up (a fast API on a slow disk gains nothing from more requests). Looser than
+        the test for starting (hysteresis), so one slow commit does not flip the mode."""
+        round_trip = self._round_trip
+        if round_trip < self._commit_time:
+            return False
+        return round_trip * self._client.limiter.rate >= PARALLEL_STAY
 
     def _note_read_through(self, first_evaluated: int | None) -> None:
         # Everything visible when this cycle began has been read, so an entry we have not
