@@ -24,6 +24,7 @@ CursorForm = Literal["token", "query", "url"]
 ErrorStyle = Literal["flat", "nested", "text"]
 TimestampStyle = Literal["z", "offset", "mixed"]
 RetryAfter = float | Literal["date"] | None
+RunSchema = Literal["current", "older"]
 
 
 class SandboxOptions(BaseModel):
@@ -92,6 +93,14 @@ class SandboxOptions(BaseModel):
     )
     failure_stage_key: Literal["failure_stage_code", "failure_stage"] = Field(
         "failure_stage_code", description="Key under which a run carries its failure stage."
+    )
+    run_schema: RunSchema = Field(
+        "current",
+        description=(
+            "Which version of the run object the reference shows to serve (for runs started "
+            "after a change): 'current' (no top-level status_code; failure_code, "
+            "failure_message, model, ...) or 'older' (status_code, target_type, source_code)."
+        ),
     )
     rate_limit_headers: bool = Field(
         False,
