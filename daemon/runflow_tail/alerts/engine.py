@@ -27,7 +27,6 @@ import anyio
 import msgspec
 
 from runflow_tail.alerts.context import RunContext, as_of
-from runflow_tail.alerts.field_watch import FieldWatch
 from runflow_tail.alerts.messages import (
     MAX_DIGEST_ITEMS,
     alert_id,
@@ -93,10 +92,6 @@ class AlertEngine:
             CompiledRule.of(rule, settings.streams_for_rule(rule)) for rule in settings.alerts
         ]
         self._by_name = {rule.config.name: rule for rule in self._rules}
-        self._watches = {
-            rule.config.name: FieldWatch(rule.config.name, rule.config.run_fields())
-            for rule in self._rules
-        }
         self._stale: set[tuple[str, str]] = set()
         self._streams = tuple(sorted({s for rule in self._rules for s in rule.streams}))
         self._destinations = settings.alert_destinations()
@@ -120,9 +115,7 @@ class AlertEngine:
     def problems(self) -> list[str]:
         """Rules that can never work against this API, as far as its runs show."""
         return [
-            f"alert rule {name}: {watch.problem}"
-            for name, watch in self._watches.items()
-            if watch.problem is not None
+            f"alert rule {r.config.name}: {r.watch.problem}" for r in self._rules if r.watch.problem
         ]
 
     async def run(self) -> None:
@@ -185,11 +178,12 @@ class AlertEngine:
         for key in sorted(touched):
             rule, group_key = key
             if group_key == FIELDS_KEY:
-                watch = self._watches.get(rule)
-                if watch is None or watch.problem is None:
+                compiled = self._rule(rule)
+                problem = compiled.watch.problem if compiled is not None else None
+                if problem is None:
                     deletes.append(key)
                 else:
-                    upserts.append((rule, group_key, encode_state({"problem": watch.problem})))
+                    upserts.append((rule, group_key, encode_state({"problem": problem})))
                 continue
             if group_key == DIGEST_KEY:
                 digest = self._digests.pending.get(rule)
@@ -378,7 +372,7 @@ class AlertEngine:
     def _observe(
         self, rule: CompiledRule, run_id: Any, run: Mapping[str, Any], output: _Output
     ) -> None:
-        if self._watches[rule.config.name].observe(run_id, run):
+        if rule.watch.observe(run_id, run):
             output.touched.add((rule.config.name, FIELDS_KEY))
 
     def _emit(self, config: AlertRule, doc: dict[str, Any], base_id: str, output: _Output) -> None:

@@ -71,12 +71,18 @@ class FieldWatch:
 
 
 def describe_missing(paths: list[str], runs: int = ABSENT_RUNS) -> str:
+    """Which run fields a rule names that the API's last ``runs`` runs lacked, and what to
+    use instead."""
     names = ", ".join(f"run.{path}" for path in paths)
+    one = len(paths) == 1
+    where = (
+        "the run the API returned" if runs == 1 else f"any of the last {runs} runs the API returned"
+    )
     advice = [
         _ADVICE[key] for key in dict.fromkeys(p.split(".")[0] for p in paths) if key in _ADVICE
     ]
     text = (
-        f"{names} {'is' if len(paths) == 1 else 'are'} in none of the last {runs} runs the API "
-        "returned, so the rule can never match on or show " + ("it" if len(paths) == 1 else "them")
+        f"{names} {'is' if one else 'are'} not in {where}, so the rule can never match on "
+        f"or show {'it' if one else 'them'}"
     )
     return text + (f" ({'; '.join(advice)})" if advice else "")
