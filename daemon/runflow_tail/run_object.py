@@ -82,18 +82,18 @@ _NODE_CANCELED: Final = frozenset({"canceled", "cancelled"})
 _NODE_FAILED: Final = frozenset({"failed", "error", "errored"})
 _NODE_SUCCEEDED: Final = frozenset({"succeeded", "completed", "success"})
 _GUESSES: Final = {
-    "ended_at": "completed_at (the run ends at completed_at)",
-    "finished_at": "completed_at (the run ends at completed_at)",
-    "flow_name": "flow_id, or model.name (the API gives a run no flow name)",
-    "name": "model.name (the API gives a run no name of its own)",
-    "organization_id": "org_id",
-    "credits_used": "cost (a decimal string)",
-    "status": "outcome (derived) or status_code (older API versions only)",
-    "duration": "duration_ms, or duration_seconds (derived)",
-    "inputs": "input",
-    "outputs": "output",
-    "model_name": "model.name",
-    "error_message": "failure_message (error_message belongs to node_runs[])",
+    "ended_at": "run.completed_at (the run ends at completed_at)",
+    "finished_at": "run.completed_at (the run ends at completed_at)",
+    "flow_name": "run.flow_id or run.model.name (the API gives a run no flow name)",
+    "name": "run.model.name (the API gives a run no name of its own)",
+    "organization_id": "run.org_id",
+    "credits_used": "run.cost (a decimal string)",
+    "status": "run.outcome (derived) or run.status_code (older API versions only)",
+    "duration": "run.duration_ms, or run.duration_seconds (derived)",
+    "inputs": "run.input",
+    "outputs": "run.output",
+    "model_name": "run.model.name",
+    "error_message": "run.failure_message (error_message belongs to node_runs[])",
 }
 
 
@@ -204,9 +204,10 @@ def unknown_path_problem(path: str) -> str | None:
     hint = _GUESSES.get(head)
     if hint is None:
         close = difflib.get_close_matches(head, sorted(REFERENCE_FIELDS | DERIVED_FIELDS), n=1)
-        hint = close[0] if close else None
-    suggestion = f"; did you mean run.{hint}?" if hint else ""
+        hint = f"run.{close[0]}" if close else None
+    if hint is not None:
+        return f"run.{path} is not a field of the Runflow run object; did you mean {hint}?"
     return (
-        f"run.{path} is not a field of the Runflow run object (see the API reference's "
-        f"run, or the derived run.outcome and run.duration_seconds){suggestion}"
+        f"run.{path} is not a field of the Runflow run object (the API reference's fields, "
+        "and the derived run.outcome and run.duration_seconds)"
     )

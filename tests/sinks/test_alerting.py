@@ -10,6 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
+from runflow_tail.alerts.sample import sample_run
+from runflow_tail.run_object import CURRENT_FIELDS, NODE_RUN_FIELDS, outcome
 from runflow_tail.sandbox import SandboxHandle
 from runflow_tail.sinks.discord import DiscordSink
 from runflow_tail.times import NS_PER_SECOND, format_instant, now_ns
@@ -23,6 +25,7 @@ from tests.support.alerts import (
     run_until,
     settled,
 )
+from tests.support.harness import run_cli
 from tests.support.receivers import AlertReceiver, running_alert_receiver
 
 pytestmark = [pytest.mark.anyio, pytest.mark.sandbox_options(timestamp_style="z")]
@@ -207,3 +210,51 @@ def test_alerts_test_names_an_unknown_destination(tmp_path: Path) -> None:
         result = _alerts_test(_destinations_config(tmp_path, receiver), "slak")
     assert result.returncode == 2
     assert "--destination 'slak': no sink of that name; did you mean 'slack'?" in result.stderr
+
+
+RULE_WITH_RUN_FIELDS = """
+[[alerts]]
+name = "failed-runs"
+match = "run.outcome:failed"
+destinations = ["slack"]
+title = "{run.model.name} failed: {run.failure_code}"
+text = "ended {run.completed_at} after {run.duration_seconds}s"
+link = "https://runflow.example/runs/{run.id}"
+"""
+
+
+def test_alerts_test_renders_a_rules_own_alert_with_the_run_as_the_api_has_it(
+    tmp_path: Path,
+) -> None:
+    """`alerts test --rule` prints the rule's own title, text and link for a sample failed
+    run of the API's current schema (model name, flow id, end, duration) and sends nothing;
+    with -d it sends that alert, the run id linked."""
+    with running_alert_receiver() as receiver:
+        config = _destinations_config(tmp_path, receiver)
+        config.write_text(config.read_text() + RULE_WITH_RUN_FIELDS)
+        shown = run_cli("alerts", "test", "--rule", "failed-runs", "-c", str(config))
+        assert shown.returncode == 0, shown.stderr
+        assert receiver.requests == []
+        sent = run_cli("alerts", "test", "-r", "failed-runs", "-d", "slack", "-c", str(config))
+        assert sent.returncode == 0, sent.stderr
+    run = sample_run(0)
+    lines = dict(line.split(":", 1) for line in shown.stdout.splitlines())
+    assert lines["title"].strip() == "Invoice extractor failed: NODE_TIMEOUT"
+    assert lines["text"].strip().startswith("ended ") and lines["text"].endswith(" after 42.317s")
+    assert lines["link"].strip() == f"https://runflow.example/runs/{run['id']}"
+    assert lines["model"].strip().startswith("Invoice extractor (")
+    assert lines["flow"].strip() == run["flow_id"] and "after 42.317s" in lines["ended"]
+    message = receiver.accepted("slack")[0].json()
+    assert message["blocks"][0]["text"]["text"] == "Invoice extractor failed: NODE_TIMEOUT"
+    fields = [field["text"] for field in message["blocks"][2]["fields"]]
+    assert "*Model*\nInvoice extractor" in fields and f"*Flow*\n{run['flow_id']}" in fields
+    assert f"*Run*\n<https://runflow.example/runs/{run['id']}|{run['id']}>" in fields
+    assert receiver.all_problems() == []
+
+
+def test_the_sample_run_has_exactly_the_current_schemas_fields() -> None:
+    """The sample alert's run is the reference's current version, field for field."""
+    run = sample_run(0)
+    assert set(run) == CURRENT_FIELDS | {"failure_stage_code"}
+    assert all(set(node) == NODE_RUN_FIELDS for node in run["node_runs"])
+    assert outcome(run) == "failed"
