@@ -10,10 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
-from runflow_tail.alerts.sample import sample_run
+from runflow_tail.alerts.sample import sample_alert, sample_run
+from runflow_tail.config.alerts import AlertRule
 from runflow_tail.run_object import CURRENT_FIELDS, NODE_RUN_FIELDS, outcome
 from runflow_tail.sandbox import SandboxHandle
-from runflow_tail.sinks.discord import DiscordSink
+from runflow_tail.sinks.discord import DiscordSink, discord_message
+from runflow_tail.sinks.pagerduty import pagerduty_event
 from runflow_tail.times import NS_PER_SECOND, format_instant, now_ns
 
 from tests.support.alerts import (
@@ -26,7 +28,12 @@ from tests.support.alerts import (
     settled,
 )
 from tests.support.harness import run_cli
-from tests.support.receivers import AlertReceiver, running_alert_receiver
+from tests.support.receivers import (
+    AlertReceiver,
+    discord_problems,
+    pagerduty_problems,
+    running_alert_receiver,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.sandbox_options(timestamp_style="z")]
 
@@ -258,3 +265,26 @@ def test_the_sample_run_has_exactly_the_current_schemas_fields() -> None:
     assert set(run) == CURRENT_FIELDS | {"failure_stage_code"}
     assert all(set(node) == NODE_RUN_FIELDS for node in run["node_runs"])
     assert outcome(run) == "failed"
+
+
+def test_discord_and_pagerduty_carry_the_model_name_flow_id_and_link() -> None:
+    """A rule's alert with a link: Discord's title links to the run and its fields name the
+    model and flow; PagerDuty's component is the model and the run is among its links;
+    both stay valid for their service."""
+    rule = AlertRule(
+        name="failed-runs",
+        match="run.outcome:failed",
+        destinations=["d"],
+        link="https://runflow.example/runs/{run.id}",
+    )
+    _id, _raw, alert = sample_alert("d", now_ns(), rule)
+    run = sample_run(0)
+    embed = discord_message(alert)["embeds"][0]
+    assert embed["url"] == f"https://runflow.example/runs/{run['id']}"
+    fields = {field["name"]: field["value"] for field in embed["fields"]}
+    assert fields["Model"] == "Invoice extractor" and fields["Flow"] == run["flow_id"]
+    assert fields["Ended"] == alert["run"]["completed_at"] and fields["Outcome"] == "failed"
+    event = pagerduty_event(alert, ROUTING_KEY, "runflow-tail")
+    assert event["payload"]["component"] == "Invoice extractor"
+    assert event["links"] == [{"href": alert["link"], "text": "The run"}]
+    assert discord_problems(discord_message(alert)) == [] and pagerduty_problems(event) == []
