@@ -177,27 +177,22 @@ class AlertEngine:
         touched, self._stale = output.touched | self._stale, set()
         for key in sorted(touched):
             rule, group_key = key
+            value: Any
             if group_key == FIELDS_KEY:
                 compiled = self._rule(rule)
                 problem = compiled.watch.problem if compiled is not None else None
-                if problem is None:
-                    deletes.append(key)
-                else:
-                    upserts.append((rule, group_key, encode_state({"problem": problem})))
-                continue
-            if group_key == DIGEST_KEY:
-                digest = self._digests.pending.get(rule)
-                if digest is None:
-                    deletes.append(key)
-                else:
-                    upserts.append((rule, group_key, encode_state(digest)))
-                continue
-            state = self._groups.get(key)
-            if state is None or self._idle(self._rule(rule), state):
-                self._groups.pop(key, None)
+                value = None if problem is None else {"problem": problem}
+            elif group_key == DIGEST_KEY:
+                value = self._digests.pending.get(rule)
+            else:
+                value = self._groups.get(key)
+                if value is not None and self._idle(self._rule(rule), value):
+                    del self._groups[key]
+                    value = None
+            if value is None:
                 deletes.append(key)
             else:
-                upserts.append((rule, group_key, encode_state(state)))
+                upserts.append((rule, group_key, encode_state(value)))
         await self._journal.commit_alerts(
             ALERT_ENGINE_CONSUMER, offset, output.rows, upserts, deletes
         )

@@ -29,8 +29,8 @@ from runflow_tail.models import Entry
 def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
     alerts = commands.add_parser(
         "alerts",
-        help="alert destinations: send a test alert",
-        description="Work with alert destinations (the sinks named by [[alerts]] rules).",
+        help="alert rules and destinations: render a rule's alert, send a test alert",
+        description="Work with [[alerts]] rules and their destinations (sinks).",
     )
     actions = alerts.add_subparsers(dest="alerts_command", metavar="ACTION")
     test = actions.add_parser(
