@@ -175,11 +175,22 @@ def run_paths(fields: Iterable[str]) -> set[str]:
     return {field[4:] for field in fields if field.startswith("run.") and len(field) > 4}
 
 
+def checked_path(path: str) -> str:
+    """What of ``path`` one run can prove absent: inside a free-form object (``input``,
+    ``metadata``, the model's undocumented fields...) a key one run lacks another may
+    have, so only the object itself is checked."""
+    head, _, rest = path.partition(".")
+    child = rest.split(".")[0]
+    if head == "model" and child in MODEL_FIELDS:
+        return f"model.{child}"
+    return head if head in _OPEN_OBJECTS else path
+
+
 def missing_paths(run: Mapping[str, Any], paths: Iterable[str]) -> list[str]:
-    """Which of ``paths`` (below ``run.``) the run lacks; derived fields are never missing."""
-    return sorted(
-        p for p in paths if p.split(".")[0] not in DERIVED_FIELDS and not has_path(run, p)
-    )
+    """Which of ``paths`` (below ``run.``, as ``checked_path`` gives them) the run lacks;
+    derived fields are never missing."""
+    checked = {checked_path(p) for p in paths if p.split(".")[0] not in DERIVED_FIELDS}
+    return sorted(p for p in checked if not has_path(run, p))
 
 
 def unknown_path_problem(path: str) -> str | None:

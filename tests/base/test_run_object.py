@@ -140,3 +140,10 @@ def test_invented_run_fields_are_named_with_the_real_ones() -> None:
     for path in ("completed_at", "outcome", "model.name", "input.anything", "status_code"):
         assert unknown_path_problem(path) is None, path
     assert run_object.missing_paths({"model": {"name": "x"}}, ["model.name", "outcome"]) == []
+
+
+def test_one_run_proves_absent_only_what_every_run_would_have() -> None:
+    """A key inside a free-form object (metadata, input, the model's undocumented fields)
+    may be in the next run: only the object itself counts as missing."""
+    assert run_object.missing_paths({"metadata": {}}, ["metadata.team", "model.tier"]) == ["model"]
+    assert run_object.missing_paths({"model": {}}, ["model.name", "model.tier"]) == ["model.name"]

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from runflow_tail.observability import get_logger
-from runflow_tail.run_object import DERIVED_FIELDS, has_path
+from runflow_tail.run_object import DERIVED_FIELDS, checked_path, has_path
 
 ABSENT_RUNS = 10
 """Distinct runs in a row without a field before the rule's problem is raised."""
@@ -44,7 +44,8 @@ class FieldWatch:
 
     def __init__(self, rule: str, paths: Iterable[str]) -> None:
         self.rule = rule
-        self._absent = {p: 0 for p in sorted(paths) if p.split(".")[0] not in DERIVED_FIELDS}
+        checked = {checked_path(p) for p in paths if p.split(".")[0] not in DERIVED_FIELDS}
+        self._absent = dict.fromkeys(sorted(checked), 0)
         self._seen: OrderedDict[str, None] = OrderedDict()
         self.problem: str | None = None
 

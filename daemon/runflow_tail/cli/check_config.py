@@ -20,7 +20,7 @@ from runflow_tail.config.model import Settings
 from runflow_tail.errors import EXIT_OK, ApiError, ConfigError
 from runflow_tail.filters import parse_filter
 from runflow_tail.ingest.run_filter import sample_run
-from runflow_tail.run_object import has_path, missing_paths, run_paths
+from runflow_tail.run_object import checked_path, has_path, missing_paths, run_paths
 from runflow_tail.sinks import registry
 
 
@@ -99,8 +99,8 @@ def missing_run_fields(settings: Settings, run: Mapping[str, Any]) -> list[str]:
                 f"checked against run {run_id}"
             )
     for index, stream in enumerate(settings.streams):
-        names = sorted(run_paths(parse_filter(stream.query).fields()))
-        missing = [path for path in names if not has_path(run, path)]
+        names = {checked_path(path) for path in run_paths(parse_filter(stream.query).fields())}
+        missing = sorted(path for path in names if not has_path(run, path))
         if missing:
             fields = ", ".join(f"run.{path}" for path in missing)
             found.append(

@@ -34,7 +34,13 @@ from runflow_tail.filters import Filter, parse_filter
 from runflow_tail.models import FetchedEntry
 from runflow_tail.observability import get_logger
 from runflow_tail.pacing import Backoff
-from runflow_tail.run_object import DERIVED_FIELDS, has_path, run_paths, with_derived
+from runflow_tail.run_object import (
+    DERIVED_FIELDS,
+    checked_path,
+    has_path,
+    run_paths,
+    with_derived,
+)
 
 SAMPLE_FIELDS = ("id", "run_id", "timestamp", "run")
 
@@ -53,9 +59,13 @@ class LocalFilter:
     @classmethod
     def of(cls, query: str, missing: Sequence[str]) -> LocalFilter:
         compiled = parse_filter(query)
-        gone = {f"run.{path}" for path in missing if path.split(".")[0] not in DERIVED_FIELDS}
+        gone = tuple(f"run.{path}" for path in missing if path.split(".")[0] not in DERIVED_FIELDS)
+
+        def lacking(field: str) -> bool:
+            return any(field == path or field.startswith(f"{path}.") for path in gone)
+
         return cls(
-            compiled.relaxed(gone.__contains__),
+            compiled.relaxed(lacking),
             compiled.relaxed(lambda field: field == "run" or field.startswith("run.")),
         )
 
@@ -82,7 +92,7 @@ async def verified(
 ) -> tuple[StreamSettings, LocalFilter | None]:
     """The stream as it may be polled, and the filter to apply here when its query names
     run fields the API's runs do not have (then the stream polls without its query)."""
-    paths = sorted(run_paths(parse_filter(stream.query).fields()))
+    paths = sorted({checked_path(path) for path in run_paths(parse_filter(stream.query).fields())})
     if not paths:
         return stream, None
     try:
