@@ -94,6 +94,12 @@ class SandboxOptions(BaseModel):
     failure_stage_key: Literal["failure_stage_code", "failure_stage"] = Field(
         "failure_stage_code", description="Key under which a run carries its failure stage."
     )
+    rate_limit_headers: bool = Field(
+        False,
+        description="Send X-RateLimit-Limit/-Remaining/-Reset on every API response (older docs).",
+    )
+
+    # -- the run object: the reference shows two versions ---------------------------------
     run_schema: RunSchema = Field(
         "current",
         description=(
@@ -101,10 +107,6 @@ class SandboxOptions(BaseModel):
             "after a change): 'current' (no top-level status_code; failure_code, "
             "failure_message, model, ...) or 'older' (status_code, target_type, source_code)."
         ),
-    )
-    rate_limit_headers: bool = Field(
-        False,
-        description="Send X-RateLimit-Limit/-Remaining/-Reset on every API response (older docs).",
     )
 
     # -- load and faults --------------------------------------------------------------------
