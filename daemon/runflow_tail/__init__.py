@@ -9,7 +9,8 @@ The package's folders are its layers; every import points down this list::
     delivery/   journal -> sinks (the loop every sink shares; replay)
     sinks/      one module per destination type, and the registry of types
     api/        the Runflow API client             journal/  the durable SQLite journal
-    (base)      errors, times, pacing, models, filters, dotted, observability, metrics, version
+    (base)      errors, times, pacing, models, filters, run_object, dotted, observability,
+                metrics, version
 
 Rules (``tests/test_layers.py`` reads every import and fails when one is broken):
 

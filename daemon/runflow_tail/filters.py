@@ -386,6 +386,31 @@ def _match_all(entry: Mapping[str, Any]) -> bool:
     return True
 
 
+def _match_none(entry: Mapping[str, Any]) -> bool:
+    return False
+
+
+def _relax(node: _Node, unknown: Callable[[str], bool], positive: bool) -> _Node | bool:
+    """``node`` with comparisons on unknown fields replaced by the constant that lets an
+    entry through: True, or False under an odd number of NOTs; constants folded away."""
+    if isinstance(node, _Compare):
+        return positive if unknown(node.field) else node
+    if isinstance(node, _Not):
+        child = _relax(node.child, unknown, not positive)
+        return (not child) if isinstance(child, bool) else _Not(child)
+    neutral = node.keyword == "AND"  # True changes nothing in AND, False nothing in OR
+    children: list[_Node] = []
+    for part in node.children:
+        relaxed = _relax(part, unknown, positive)
+        if relaxed is not neutral and isinstance(relaxed, bool):
+            return relaxed
+        if not isinstance(relaxed, bool):
+            children.append(relaxed)
+    if not children:
+        return neutral
+    return children[0] if len(children) == 1 else _Chain(node.keyword, tuple(children))
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Filter:
     """A compiled filter expression; build it with :func:`parse_filter`.
@@ -431,6 +456,15 @@ class Filter:
             and part.op in ops
             and part.literal.instant is not None
         ]
+
+    def relaxed(self, unknown: Callable[[str], bool]) -> Filter:
+        """This filter with every comparison on a field for which ``unknown(field)`` holds
+        taken as whatever lets the entry through: it matches every entry the filter could
+        match, whatever those fields hold (for fields that cannot be evaluated here)."""
+        node = None if self._node is None else _relax(self._node, unknown, True)
+        if isinstance(node, bool) or node is None:
+            return Filter(self.text, None, _match_all if node in (None, True) else _match_none)
+        return Filter(self.text, node, _compile(node))
 
     def has_range_on(self, field: str) -> bool:
         """Whether any comparison anywhere uses ``>``, ``<``, ``>=`` or ``<=`` on ``field``."""

@@ -41,7 +41,7 @@ async def test_every_failed_run_alerts_once_per_destination_and_no_other_run_doe
         await play(sandbox_client, status_code=outcome, timestamp=at(60 - i))
         for i, outcome in enumerate(outcomes)
     ]
-    failed = [run["id"] for run in runs if run["status_code"] == "failed"]
+    failed = [run["id"] for run, outcome in zip(runs, outcomes, strict=True) if outcome == "failed"]
     with running_alert_receiver() as receiver:
         rule = {"name": "failed-runs", "match": FAILED, "destinations": list(ALL)}
         settings = alert_settings(sandbox, tmp_path, receiver, [rule])
@@ -63,8 +63,9 @@ async def test_every_failed_run_alerts_once_per_destination_and_no_other_run_doe
 async def test_alerts_carry_run_context_fetched_once_per_run(
     sandbox: SandboxHandle, sandbox_client: httpx.AsyncClient, tmp_path: Path
 ) -> None:
-    """A stream of failed runs' lines without `run`: each alert has the run's status, ids,
-    failure, times and its failure line, and each run was fetched from the API once."""
+    """A stream of failed runs' lines without `run`: each alert has the run's outcome, ids,
+    model name, failure, end, duration and its failure line, and each run was fetched from
+    the API once."""
     failures = [("MODEL_ERROR", "Model provider returned 500"), ("NO_WORKER", "No worker")]
     runs = [
         await play(
@@ -80,7 +81,9 @@ async def test_alerts_carry_run_context_fetched_once_per_run(
     await play(sandbox_client, status_code="succeeded", timestamp=at(10))
     with running_alert_receiver() as receiver:
         rule = {"name": "failed", "match": FAILED, "destinations": ["hook"], "lines": 3}
-        settings = alert_settings(sandbox, tmp_path, receiver, [rule], query=FAILED)
+        # The current API has no run.status_code to filter on; run.failure_code it has.
+        query = "NOT run.failure_code:null"
+        settings = alert_settings(sandbox, tmp_path, receiver, [rule], query=query)
         daemon = await run_until(
             settings, lambda d: len(receiver.accepted("hook")) >= 2 and settled(d)
         )
@@ -91,14 +94,15 @@ async def test_alerts_carry_run_context_fetched_once_per_run(
     docs = {doc["run"]["id"]: doc for doc in (r.json() for r in receiver.accepted("hook"))}
     for run, (code, message) in zip(runs, failures, strict=True):
         context = docs[run["id"]]["run"]
-        assert context["status_code"] == "failed"
+        assert context["outcome"] == "failed" and context["status_code"] is None
         assert context["failure_code"] == code and context["failure_message"] == message
         assert context["flow_id"] == run["flow_id"] and context["model_id"] == run["model_id"]
-        assert context["started_at"] and context["ended_at"]
-        assert context["duration_seconds"] >= 0
+        assert context["model"]["name"] == run["model"]["name"]
+        assert context["started_at"] and context["completed_at"] == run["completed_at"]
+        assert context["duration_seconds"] == run["duration_ms"] / 1000
         lines = docs[run["id"]]["lines"]
         assert len(lines) == 1 and lines[0]["message"] == f"Run failed: {message}"
-        assert docs[run["id"]]["title"] == f"Run of {run['flow_name']} failed: {code}"
+        assert docs[run["id"]]["title"] == f"Run of {run['model']['name']} failed: {code}"
 
 
 async def test_threshold_fires_only_for_matches_within_the_window(
@@ -225,7 +229,7 @@ async def test_pagerduty_gets_trigger_and_resolve_pairs_with_a_stable_dedup_key(
     rule = {
         "name": "flow-health",
         "match": FAILED,
-        "resolve_match": "run.status_code:succeeded",
+        "resolve_match": "run.outcome:succeeded",
         "group_by": ["run.flow_id"],
         "destinations": ["pager", "slack"],
     }
@@ -237,7 +241,7 @@ async def test_pagerduty_gets_trigger_and_resolve_pairs_with_a_stable_dedup_key(
     actions = [
         (event["event_action"], event.get("payload", {}).get("component")) for event in events
     ]
-    names = [sandbox.world.flows[i].name for i in (0, 0, 0, 1)]
+    names = [sandbox.world.flows[i].model["name"] for i in (0, 0, 0, 1)]
     assert actions == [
         ("trigger", names[0]),
         ("resolve", None),
@@ -260,7 +264,7 @@ async def test_a_restart_neither_re_alerts_nor_forgets_an_open_incident(
     rule = {
         "name": "flow-health",
         "match": FAILED,
-        "resolve_match": "run.status_code:succeeded",
+        "resolve_match": "run.outcome:succeeded",
         "group_by": ["run.flow_id"],
         "destinations": ["pager"],
     }
@@ -291,7 +295,7 @@ async def test_an_entry_that_two_watched_streams_hold_counts_once(
             tmp_path,
             receiver,
             [rule],
-            more_streams=({"name": "failures", "query": FAILED},),
+            more_streams=({"name": "failures", "query": "NOT run.failure_code:null"},),
         )
         await run_until(settings, lambda d: len(receiver.accepted("pagerduty")) >= 3 and settled(d))
     assert runs_alerted(receiver, "pager", failed) == dict.fromkeys(failed, 1)

@@ -402,3 +402,54 @@ def test_timestamp_upper_bound(text: str, expected: str | None) -> None:
     """Only a top-level AND conjunct bounds timestamp from above; the smallest bound wins."""
     bound = parse_filter(text).timestamp_upper_bound()
     assert bound == (parse_instant(expected) if expected else None)
+
+
+_ATOMS = [
+    "level_code:error",
+    "level_code:info",
+    "meta.node:llm",
+    "run.status_code:failed",
+    "run.failure_code!=null",
+    "run.outcome:failed",
+]
+_QUERIES = st.recursive(
+    st.sampled_from(_ATOMS),
+    lambda inner: st.one_of(
+        st.tuples(inner, inner).map(lambda pair: f"({pair[0]} AND {pair[1]})"),
+        st.tuples(inner, inner).map(lambda pair: f"({pair[0]} OR {pair[1]})"),
+        inner.map(lambda query: f"NOT ({query})"),
+    ),
+    max_leaves=6,
+)
+_ENTRIES = st.fixed_dictionaries(
+    {
+        "level_code": st.sampled_from(["error", "info"]),
+        "meta": st.fixed_dictionaries({"node": st.sampled_from(["llm", "ocr"])}),
+        "run": st.fixed_dictionaries(
+            {
+                "status_code": st.sampled_from(["failed", "succeeded"]),
+                "failure_code": st.sampled_from([None, "NODE_TIMEOUT"]),
+                "outcome": st.sampled_from(["failed", "succeeded"]),
+            }
+        ),
+    }
+)
+
+
+def _is_run_field(field: str) -> bool:
+    return field.startswith("run.")
+
+
+@given(query=_QUERIES, entry=_ENTRIES)
+def test_a_relaxed_filter_keeps_every_entry_the_filter_could_match(
+    query: str, entry: dict[str, Any]
+) -> None:
+    """With its run fields unknown, a filter still matches every entry that it matches with
+    them known; without run fields it is the same filter."""
+    compiled = parse_filter(query)
+    relaxed = compiled.relaxed(_is_run_field)
+    without_run = {key: value for key, value in entry.items() if key != "run"}
+    if compiled.matches(entry):
+        assert relaxed.matches(without_run)
+    if not any(_is_run_field(field) for field in compiled.fields()):
+        assert relaxed.matches(without_run) == compiled.matches(entry)

@@ -10,6 +10,7 @@ from runflow_tail.config.alerts import ALERT_ENGINE_CONSUMER
 from runflow_tail.config.load import load_settings
 from runflow_tail.config.model import Settings
 from runflow_tail.errors import ConfigError
+from runflow_tail.sandbox import SandboxThread
 
 from tests.support.harness import run_cli
 
@@ -39,7 +40,7 @@ url = "https://hooks.example.com/alerts"
 RULE = """
 [[alerts]]
 name = "failed-runs"
-match = "run.status_code:failed"
+match = "run.outcome:failed"
 destinations = ["slack", "hook"]
 """
 
@@ -77,7 +78,7 @@ def test_check_config_points_at_the_column_of_a_bad_expression(
     write_config: WriteConfig,
 ) -> None:
     """check-config exits 2 and names the rule's key, the column and what was expected."""
-    path = write_config(SINKS + RULE.replace("run.status_code:failed", "level_code:error AND"))
+    path = write_config(SINKS + RULE.replace("run.outcome:failed", "level_code:error AND"))
     result = run_cli("check-config", "--config", str(path), env={"RUNFLOW_API_KEY": KEY})
     assert result.returncode == 2
     assert (
@@ -179,3 +180,92 @@ def test_check_config_masks_destination_secrets_in_the_resolved_config(
     assert result.returncode == 0, result.stderr
     assert "T0SECRET" not in result.stdout and ROUTING_KEY not in result.stdout
     assert '"destinations": [\n        "slack",' in result.stdout
+
+
+def test_a_template_field_that_can_never_be_filled_is_a_problem_with_a_suggestion(
+    write_config: WriteConfig,
+) -> None:
+    """Invented run fields, unknown line fields and group fields the rule does not group
+    by are each refused at their key, naming what to write instead."""
+    bad = (
+        RULE
+        + 'title = "{run.flow_name} failed"\ntext = "ended {run.ended_at}"\n'
+        + RULE.replace("failed-runs", "second")
+        + 'title = "{line.text}"\nlink = "{run.organization_id}"\n'
+        + RULE.replace("failed-runs", "third")
+        + 'text = "{group.run.flow_id}"\n'
+    )
+    found = "\n".join(problems(write_config(SINKS + bad)))
+    assert "alerts[0].title = '{run.flow_name} failed': template field {run.flow_name} " in found
+    assert "did you mean run.flow_id or run.model.name" in found
+    assert "{run.ended_at} can never be filled" in found and "run.completed_at" in found
+    assert "alerts[1].title = '{line.text}': template field {line.text} can never be" in found
+    assert "alerts[1].link = '{run.organization_id}'" in found and "run.org_id" in found
+    assert "alerts[2]: template field {group.run.flow_id} can never be filled: the group " in found
+    assert "holds run_id (group_by); write {run.flow_id} instead" in found
+
+
+def test_a_match_or_group_on_a_run_field_no_run_has_is_a_problem(
+    write_config: WriteConfig,
+) -> None:
+    """match and group_by naming invented run fields are refused; real ones of either
+    schema version, derived ones and paths inside free-form objects are accepted."""
+    bad = RULE.replace("run.outcome:failed", "run.status:failed") + 'group_by = ["run.flow_name"]\n'
+    found = "\n".join(problems(write_config(SINKS + bad)))
+    assert "alerts[0].match = 'run.status:failed': run.status is not a field" in found
+    assert "did you mean run.outcome (derived) or run.status_code" in found
+    assert "alerts[0].group_by = ['run.flow_name']: run.flow_name is not a field" in found
+    good = RULE.replace(
+        "run.outcome:failed",
+        "run.status_code:failed OR run.failure_code:X OR run.metadata.team:ml",
+    )
+    good += 'group_by = ["run.model.name", "run.flow_id"]\n'
+    good += 'title = "{run.model.name} {run.duration_seconds} {run.completed_at} {link}"\n'
+    rule = load(write_config(SINKS + good)).alerts[0]
+    assert rule.run_fields() == {
+        "status_code",
+        "failure_code",
+        "metadata.team",
+        "model.name",
+        "flow_id",
+        "duration_seconds",
+        "completed_at",
+    }
+
+
+@pytest.mark.parametrize(
+    ("sandbox_thread", "missing"),
+    [
+        ({"run_schema": "current"}, "run.status_code"),
+        ({"run_schema": "older"}, "run.failure_code"),
+    ],
+    indirect=["sandbox_thread"],
+)
+def test_check_config_online_warns_about_run_fields_the_apis_runs_lack(
+    sandbox_thread: SandboxThread, write_config: WriteConfig, missing: str
+) -> None:
+    """--online fetches one run and warns (exit 0) about each run field a rule or stream
+    names that it lacks: status_code on the current schema, failure_code on the older."""
+    sandbox_thread.world.generate(1)
+    rule = RULE.replace("run.outcome:failed", "run.status_code:failed")
+    rule += 'text = "{run.failure_code}"\n'
+    stream = '[[streams]]\nname = "failures"\nquery = "run.status_code:failed"\n'
+    config = f'[api]\nbase_url = "{sandbox_thread.url}"\n' + stream + SINKS + rule
+    result = run_cli(
+        "check-config",
+        "--online",
+        "--config",
+        str(write_config(config)),
+        env={"RUNFLOW_API_KEY": sandbox_thread.api_key},
+    )
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert any(
+        line.startswith(f"warning: alerts[0] (failed-runs): {missing} ") for line in warnings
+    )
+    if missing == "run.status_code":
+        assert any(
+            "streams[0] (failures): the API's runs have no run.status_code" in w for w in warnings
+        )
+    other = "run.failure_code" if missing == "run.status_code" else "run.status_code"
+    assert other not in "\n".join(warnings)

@@ -26,6 +26,9 @@ from tests.support.harness import DaemonProcess, wait_for_sync
 from tests.support.receivers import AlertReceiver, running_alert_receiver
 
 POLL_INTERVAL = 1.0
+FAILURE_LINES = "NOT run.failure_code:null"
+"""A server-side filter the current run schema can answer: only lines logged with the
+failure carry a failure_code."""
 LIVE_WORLD: dict[str, Any] = {
     "world_rate": 3.0,
     "world_seed": 5,
@@ -126,7 +129,7 @@ enabled = false
 
 [[streams]]
 name = "failures"
-query = "{FAILED}"
+query = "{FAILURE_LINES}"
 start_at = "beginning"
 poll_interval = 0.5
 lookback = 1

@@ -8,6 +8,7 @@ from pathlib import Path
 from runflow_tail.alerts.context import as_of
 from runflow_tail.config.alerts import ALERT_ENGINE_CONSUMER
 from runflow_tail.journal import CursorState, JournalStore
+from runflow_tail.run_object import outcome
 from runflow_tail.times import NS_PER_SECOND, parse_instant
 
 from tests.support.journal import commit
@@ -15,12 +16,13 @@ from tests.support.journal import commit
 ENDED = "2026-11-28T10:00:05.500000Z"
 FAILED_RUN = {
     "id": "r1",
-    "status_code": "failed",
-    "ended_at": ENDED,
+    "completed_at": ENDED,
+    "duration_ms": 5500,
     "failure_code": "NODE_TIMEOUT",
     "failure_message": "Node llm timed out",
     "flow_id": "f1",
 }
+OLDER_FAILED_RUN = {"id": "r1", "status_code": "failed", "completed_at": ENDED, "flow_id": "f1"}
 
 
 def test_alerts_offset_and_state_commit_together(tmp_path: Path) -> None:
@@ -77,12 +79,15 @@ def test_a_journal_from_before_alerts_is_migrated_in_place(tmp_path: Path) -> No
 
 
 def test_a_line_logged_before_the_run_ended_sees_it_still_running() -> None:
-    """A fetched failed run, seen from a line a second before its end: running, no failure."""
+    """A fetched failed run, seen from a line a second before its completed_at, in either
+    schema version: running, no failure, no end."""
     line = "2026-11-28T10:00:04.400000Z"
     seen = as_of(FAILED_RUN, line, parse_instant(line))
-    assert seen["status_code"] == "running"
-    assert seen["failure_code"] is None and seen["ended_at"] is None
+    assert outcome(seen) == "running" and "status_code" not in seen
+    assert seen["failure_code"] is None and seen["completed_at"] is None
     assert seen["flow_id"] == "f1"
+    older = as_of(OLDER_FAILED_RUN, line, parse_instant(line))
+    assert outcome(older) == "running" and older["status_code"] == "running"
 
 
 def test_a_line_at_the_end_or_coarser_than_the_gap_sees_the_failure() -> None:
@@ -90,6 +95,7 @@ def test_a_line_at_the_end_or_coarser_than_the_gap_sees_the_failure() -> None:
     (it may have been logged after the end), see the run as fetched."""
     for line in ("2026-11-28T10:00:05.500000Z", "2026-11-28T10:00:05Z"):
         assert as_of(FAILED_RUN, line, parse_instant(line)) is FAILED_RUN
-    running = {**FAILED_RUN, "status_code": "running"}
+        assert as_of(OLDER_FAILED_RUN, line, parse_instant(line)) is OLDER_FAILED_RUN
+    running = {**OLDER_FAILED_RUN, "status_code": "running"}
     early = "2026-11-28T09:00:00Z"
     assert as_of(running, early, parse_instant(early)) is running

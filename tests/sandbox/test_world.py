@@ -18,6 +18,7 @@ from runflow_tail.sandbox import (
     serve_sandbox,
 )
 from runflow_tail.sandbox.store import DEFAULT_SORT
+from runflow_tail.times import parse_instant
 
 from tests.support.sandbox import LOGS, append, generate, get_page
 
@@ -99,16 +100,19 @@ async def test_large_generate_reports_count_and_time_span(
 
 
 @anyio_mark
+@pytest.mark.sandbox_options(timestamp_style="z")
 async def test_failed_run_ends_with_an_error_entry_carrying_the_failed_snapshot(
     sandbox_client: httpx.AsyncClient,
 ) -> None:
-    """A run created failed ends with an error entry whose run snapshot says failed."""
+    """A run created failed ends with an error entry whose run snapshot has the failure,
+    logged at the run's completed_at."""
     created = await sandbox_client.post(
         "/_sandbox/runs", json={"status_code": "failed", "failure_code": "MODEL_ERROR"}
     )
     last = (await sandbox_client.get(f"{LOGS}/{created.json()['ids'][-1]}")).json()
-    assert last["level_code"] == "error"
-    assert last["run"]["status_code"] == "failed" and last["run"]["failure_code"] == "MODEL_ERROR"
+    assert last["level_code"] == "error" and last["message"].startswith("Run failed: ")
+    assert last["run"]["failure_code"] == "MODEL_ERROR"
+    assert parse_instant(last["run"]["completed_at"]) == parse_instant(last["timestamp"])
 
 
 @anyio_mark
@@ -120,16 +124,37 @@ async def test_earlier_entries_keep_the_snapshot_of_their_moment(
     run_id = created.json()["run"]["id"]
     page = await sandbox_client.get(f"/v1/runs/{run_id}/logs", params={"q": "meta.stage:queue"})
     (queued,) = page.json()["items"]
-    assert queued["run"]["status_code"] == "queued" and created.json()["run"]["ended_at"]
+    assert queued["run"]["started_at"] is None and queued["run"]["completed_at"] is None
+    assert created.json()["run"]["completed_at"]
+
+
+@anyio_mark
+@pytest.mark.sandbox_options(run_schema="older", canceled_spelling="cancelled", timestamp_style="z")
+async def test_the_older_schema_plays_status_code_and_the_cancelled_spelling(
+    sandbox_client: httpx.AsyncClient,
+) -> None:
+    """Older schema: the run's status_code moves from queued to 'cancelled', and it has no
+    failure details at all."""
+    created = await sandbox_client.post("/_sandbox/runs", json={"status_code": "canceled"})
+    run_id = created.json()["run"]["id"]
+    items = (await get_page(sandbox_client, q=f"run_id:{run_id}", fields="run"))["items"]
+    assert [i["run"]["status_code"] for i in items][:2] == ["queued", "dispatching"]
+    assert items[-1]["run"]["status_code"] == "cancelled"
+    assert not {"failure_code", "failure_stage_code", "failure_stage"} & set(items[-1]["run"])
 
 
 @anyio_mark
 @pytest.mark.sandbox_options(canceled_spelling="cancelled", failure_stage_key="failure_stage")
-async def test_old_spellings_are_playable(sandbox_client: httpx.AsyncClient) -> None:
-    """The older 'cancelled' status spelling and 'failure_stage' key can be played."""
-    created = await sandbox_client.post("/_sandbox/runs", json={"status_code": "canceled"})
-    run = created.json()["run"]
-    assert run["status_code"] == "cancelled" and "failure_stage" in run
+async def test_the_current_schema_plays_failure_stage_and_cancelled_nodes(
+    sandbox_client: httpx.AsyncClient,
+) -> None:
+    """Current schema: no status_code; the stage key can be 'failure_stage', and a canceled
+    run's last node is 'cancelled'."""
+    failed = (await sandbox_client.post("/_sandbox/runs", json={"status_code": "failed"})).json()
+    assert failed["run"]["failure_stage"] == "node_execution"
+    assert "failure_stage_code" not in failed["run"] and "status_code" not in failed["run"]
+    canceled = await sandbox_client.post("/_sandbox/runs", json={"status_code": "canceled"})
+    assert canceled.json()["run"]["node_runs"][-1]["state_code"] == "cancelled"
 
 
 @anyio_mark
@@ -154,7 +179,9 @@ async def test_live_world_starts_runs_that_fail(sandbox_client: httpx.AsyncClien
     """The simulator starts runs by itself and plays them to a failure with an error entry."""
     with anyio.fail_after(10):
         while True:
-            page = await get_page(sandbox_client, q="run.status_code:failed", fields="level_code")
+            page = await get_page(
+                sandbox_client, q="NOT run.failure_code:null", fields="level_code"
+            )
             if page["items"]:
                 break
             await anyio.sleep(0.05)

@@ -10,8 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
+from runflow_tail.alerts.sample import sample_alert, sample_run
+from runflow_tail.config.alerts import AlertRule
+from runflow_tail.run_object import CURRENT_FIELDS, NODE_RUN_FIELDS, outcome
 from runflow_tail.sandbox import SandboxHandle
-from runflow_tail.sinks.discord import DiscordSink
+from runflow_tail.sinks.discord import DiscordSink, discord_message
+from runflow_tail.sinks.pagerduty import pagerduty_event
 from runflow_tail.times import NS_PER_SECOND, format_instant, now_ns
 
 from tests.support.alerts import (
@@ -23,7 +27,13 @@ from tests.support.alerts import (
     run_until,
     settled,
 )
-from tests.support.receivers import AlertReceiver, running_alert_receiver
+from tests.support.harness import run_cli
+from tests.support.receivers import (
+    AlertReceiver,
+    discord_problems,
+    pagerduty_problems,
+    running_alert_receiver,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.sandbox_options(timestamp_style="z")]
 
@@ -207,3 +217,74 @@ def test_alerts_test_names_an_unknown_destination(tmp_path: Path) -> None:
         result = _alerts_test(_destinations_config(tmp_path, receiver), "slak")
     assert result.returncode == 2
     assert "--destination 'slak': no sink of that name; did you mean 'slack'?" in result.stderr
+
+
+RULE_WITH_RUN_FIELDS = """
+[[alerts]]
+name = "failed-runs"
+match = "run.outcome:failed"
+destinations = ["slack"]
+title = "{run.model.name} failed: {run.failure_code}"
+text = "ended {run.completed_at} after {run.duration_seconds}s"
+link = "https://runflow.example/runs/{run.id}"
+"""
+
+
+def test_alerts_test_renders_a_rules_own_alert_with_the_run_as_the_api_has_it(
+    tmp_path: Path,
+) -> None:
+    """`alerts test --rule` prints the rule's own title, text and link for a sample failed
+    run of the API's current schema (model name, flow id, end, duration) and sends nothing;
+    with -d it sends that alert, the run id linked."""
+    with running_alert_receiver() as receiver:
+        config = _destinations_config(tmp_path, receiver)
+        config.write_text(config.read_text() + RULE_WITH_RUN_FIELDS)
+        shown = run_cli("alerts", "test", "--rule", "failed-runs", "-c", str(config))
+        assert shown.returncode == 0, shown.stderr
+        assert receiver.requests == []
+        sent = run_cli("alerts", "test", "-r", "failed-runs", "-d", "slack", "-c", str(config))
+        assert sent.returncode == 0, sent.stderr
+    run = sample_run(0)
+    lines = dict(line.split(":", 1) for line in shown.stdout.splitlines())
+    assert lines["title"].strip() == "Invoice extractor failed: NODE_TIMEOUT"
+    assert lines["text"].strip().startswith("ended ") and lines["text"].endswith(" after 42.317s")
+    assert lines["link"].strip() == f"https://runflow.example/runs/{run['id']}"
+    assert lines["model"].strip().startswith("Invoice extractor (")
+    assert lines["flow"].strip() == run["flow_id"] and "after 42.317s" in lines["ended"]
+    message = receiver.accepted("slack")[0].json()
+    assert message["blocks"][0]["text"]["text"] == "Invoice extractor failed: NODE_TIMEOUT"
+    fields = [field["text"] for field in message["blocks"][2]["fields"]]
+    assert "*Model*\nInvoice extractor" in fields and f"*Flow*\n{run['flow_id']}" in fields
+    assert f"*Run*\n<https://runflow.example/runs/{run['id']}|{run['id']}>" in fields
+    assert receiver.all_problems() == []
+
+
+def test_the_sample_run_has_exactly_the_current_schemas_fields() -> None:
+    """The sample alert's run is the reference's current version, field for field."""
+    run = sample_run(0)
+    assert set(run) == CURRENT_FIELDS | {"failure_stage_code"}
+    assert all(set(node) == NODE_RUN_FIELDS for node in run["node_runs"])
+    assert outcome(run) == "failed"
+
+
+def test_discord_and_pagerduty_carry_the_model_name_flow_id_and_link() -> None:
+    """A rule's alert with a link: Discord's title links to the run and its fields name the
+    model and flow; PagerDuty's component is the model and the run is among its links;
+    both stay valid for their service."""
+    rule = AlertRule(
+        name="failed-runs",
+        match="run.outcome:failed",
+        destinations=["d"],
+        link="https://runflow.example/runs/{run.id}",
+    )
+    _id, _raw, alert = sample_alert("d", now_ns(), rule)
+    run = sample_run(0)
+    embed = discord_message(alert)["embeds"][0]
+    assert embed["url"] == f"https://runflow.example/runs/{run['id']}"
+    fields = {field["name"]: field["value"] for field in embed["fields"]}
+    assert fields["Model"] == "Invoice extractor" and fields["Flow"] == run["flow_id"]
+    assert fields["Ended"] == alert["run"]["completed_at"] and fields["Outcome"] == "failed"
+    event = pagerduty_event(alert, ROUTING_KEY, "runflow-tail")
+    assert event["payload"]["component"] == "Invoice extractor"
+    assert event["links"] == [{"href": alert["link"], "text": "The run"}]
+    assert discord_problems(discord_message(alert)) == [] and pagerduty_problems(event) == []

@@ -22,7 +22,7 @@ from tests.support.receivers import AlertReceiver
 ROUTING_KEY = "R0123456789abcdef0123456789abcde"
 ALL = ("slack", "discord", "pager", "hook")
 PATHS = {"slack": "slack", "discord": "discord", "pager": "pagerduty", "hook": "hook"}
-FAILED = "run.status_code:failed"
+FAILED = "run.outcome:failed"
 
 
 def destination_sinks(receiver: AlertReceiver) -> dict[str, dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -130,6 +131,7 @@ PAGERDUTY_PAYLOAD_KEYS = frozenset(
     {"summary", "source", "severity", "timestamp", "component", "group", "class", "custom_details"}
 )
 SLACK_TEXT_TYPES = frozenset({"mrkdwn", "plain_text"})
+SLACK_LINK = re.compile(r"<https?://[^\s<>|]+\|[^<>|]*>")
 
 
 def slack_problems(body: Any) -> list[str]:
@@ -182,8 +184,9 @@ def _slack_text(obj: Any, where: str, limit: int, types: frozenset[str]) -> list
     text = obj.get("text")
     if not isinstance(text, str) or not 1 <= len(text) <= limit:
         return [f"{where}.text: expected 1-{limit} characters, got {len(text or '')}"]
-    if "<" in text or ">" in text:
-        # Everything we send is escaped: a raw < could be a <!channel> ping or a fake link.
+    if "<" in SLACK_LINK.sub("", text) or ">" in SLACK_LINK.sub("", text):
+        # Everything we send is escaped but our own links: a raw < could be a <!channel>
+        # ping or a fake link.
         return [f"{where}.text: unescaped < or >"]
     return []
 

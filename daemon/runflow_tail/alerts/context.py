@@ -5,29 +5,31 @@ groups on ``run.*``, and every alert's context, then needs the run itself. Reque
 through the daemon's API client, so they share its rate limiter (and its 429 pauses)
 with the pollers.
 
-Caching is bounded and never stale where it matters: a run in a terminal status
-(succeeded, failed, canceled, partial_succeeded) never changes again, so those are kept
-in an LRU; a run still in progress may change at any moment, so a copy of it is only
-reused within the engine batch it was fetched for. Every entry of that batch was
-journaled before the fetch, so the copy is at least as new as each of them: a failure is
-never judged against an older "running" copy. The other way round, ``as_of`` keeps a
-line logged while the run was still going from seeing the failure that came later.
+Caching is bounded and never stale where it matters: a run whose outcome is terminal
+(succeeded, failed, canceled, partial_succeeded; see ``run_object``) never changes again,
+so those are kept in an LRU; a run still in progress may change at any moment, so a copy
+of it is only reused within the engine batch it was fetched for. Every entry of that
+batch was journaled before the fetch, so the copy is at least as new as each of them: a
+failure is never judged against an older "running" copy. The other way round, ``as_of``
+keeps a line logged while the run was still going from seeing the failure that came
+later (by ``completed_at``).
 """
 
 from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
 
-from runflow_tail.alerts.messages import TERMINAL_STATUSES
 from runflow_tail.api.client import RunflowClient
 from runflow_tail.errors import ApiConfigurationError, ApiError
 from runflow_tail.observability import get_logger
 from runflow_tail.pacing import Backoff
-from runflow_tail.times import NS_PER_SECOND, TimeValueError, parse_instant
+from runflow_tail.run_object import FAILURE_STAGE_KEYS, end_ns, outcome
+from runflow_tail.times import NS_PER_SECOND
 
 DEFAULT_CAPACITY = 1024
 CONTEXT_ATTEMPTS = 3
@@ -75,7 +77,7 @@ class RunContext:
         if self._client is None:
             return None
         run = await self._fetch(self._client, run_id, required=required)
-        if run is not None and run.get("status_code") in TERMINAL_STATUSES:
+        if run is not None and outcome(run) != "running":
             self._terminal[run_id] = run
             while len(self._terminal) > self._capacity:
                 self._terminal.popitem(last=False)
@@ -116,37 +118,31 @@ class RunContext:
 
 
 _FRACTION = re.compile(r"T[0-9:]+(?:[.,]([0-9]+))?")
-_FIELDS_SET_AT_THE_END = (
-    "ended_at",
-    "failure_code",
-    "failure_message",
-    "failure_stage_code",
-    "failure_stage",
-)
+_FIELDS_SET_AT_THE_END = ("completed_at", "duration_ms", "failure_code", "failure_message")
 
 
-def as_of(run: dict[str, Any], timestamp: Any, timestamp_ns: int) -> dict[str, Any]:
-    """The fetched ``run`` as a line logged at ``timestamp`` would have carried it.
+def as_of(run: Mapping[str, Any], timestamp: Any, timestamp_ns: int) -> Mapping[str, Any]:
+    """The ``run`` as a line logged at ``timestamp`` would have carried it.
 
-    A fetched run describes the run now; a line logged before the run ended carried it
-    still in progress. So for a line that certainly precedes ``ended_at`` (at the
-    precision its timestamp is written with: a line stamped ``...:35Z`` may be anywhere
-    in that second) the terminal status and failure fields are taken back. Lines logged
-    at or after the end, and runs not yet ended, see the run as fetched.
+    A fetched run (and, as far as the API documents, an embedded one) describes the run
+    now; a line logged before the run ended carried it still in progress. So for a line
+    that certainly precedes ``completed_at`` (at the precision its timestamp is written
+    with: a line stamped ``...:35Z`` may be anywhere in that second) the end, the duration,
+    the failure and any ``status_code`` are taken back, which makes its outcome
+    ``running`` in either schema version. Lines logged at or after the end, and runs not
+    yet ended, see the run as it is.
     """
-    if run.get("status_code") not in TERMINAL_STATUSES:
+    if outcome(run) == "running":
         return run
-    ended = run.get("ended_at")
-    try:
-        ended_ns = parse_instant(ended) if isinstance(ended, str) else None
-    except TimeValueError:
-        ended_ns = None
+    ended_ns = end_ns(run)
     if ended_ns is None or timestamp_ns + _resolution_ns(timestamp) > ended_ns:
         return run
-    earlier = {**run, "status_code": "running"}
-    for key in _FIELDS_SET_AT_THE_END:
+    earlier = dict(run)
+    for key in (*_FIELDS_SET_AT_THE_END, *FAILURE_STAGE_KEYS):
         if key in earlier:
             earlier[key] = None
+    if "status_code" in earlier:
+        earlier["status_code"] = "running"
     return earlier
 
 

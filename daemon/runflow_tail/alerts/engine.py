@@ -37,11 +37,11 @@ from runflow_tail.alerts.messages import (
     for_destination,
     group_key_of,
     line_of,
-    run_summary,
 )
 from runflow_tail.alerts.rules import CompiledRule
 from runflow_tail.alerts.state import (
     DIGEST_KEY,
+    FIELDS_KEY,
     Digests,
     GroupState,
     Incident,
@@ -56,6 +56,7 @@ from runflow_tail.dotted import lookup
 from runflow_tail.journal import Journal
 from runflow_tail.models import Entry
 from runflow_tail.observability import get_logger
+from runflow_tail.run_object import with_derived
 from runflow_tail.times import NS_PER_SECOND
 
 BATCH_EVENTS = 500
@@ -91,6 +92,7 @@ class AlertEngine:
             CompiledRule.of(rule, settings.streams_for_rule(rule)) for rule in settings.alerts
         ]
         self._by_name = {rule.config.name: rule for rule in self._rules}
+        self._stale: set[tuple[str, str]] = set()
         self._streams = tuple(sorted({s for rule in self._rules for s in rule.streams}))
         self._destinations = settings.alert_destinations()
         self._retention_ns = int(settings.state.dedup_window * NS_PER_SECOND)
@@ -108,6 +110,13 @@ class AlertEngine:
     @property
     def streams(self) -> tuple[str, ...]:
         return self._streams
+
+    @property
+    def problems(self) -> list[str]:
+        """Rules that can never work against this API, as far as its runs show."""
+        return [
+            f"alert rule {r.config.name}: {r.watch.problem}" for r in self._rules if r.watch.problem
+        ]
 
     async def run(self) -> None:
         await self._load()
@@ -141,6 +150,10 @@ class AlertEngine:
             log.info("alerts.state_forgotten", groups=forgotten, reason="rule no longer configured")
         rows = await self._journal.load_alert_state()
         for (rule, group_key), raw in rows.items():
+            if group_key == FIELDS_KEY:
+                # Counted again from this start: the rule or the API may have changed.
+                self._stale.add((rule, group_key))
+                continue
             try:
                 if group_key == DIGEST_KEY:
                     self._digests.pending[rule] = decode_digest(raw)
@@ -161,21 +174,25 @@ class AlertEngine:
     async def _commit(self, output: _Output, offset: int | None) -> None:
         upserts: list[tuple[str, str, bytes]] = []
         deletes: list[tuple[str, str]] = []
-        for key in sorted(output.touched):
+        touched, self._stale = output.touched | self._stale, set()
+        for key in sorted(touched):
             rule, group_key = key
-            if group_key == DIGEST_KEY:
-                digest = self._digests.pending.get(rule)
-                if digest is None:
-                    deletes.append(key)
-                else:
-                    upserts.append((rule, group_key, encode_state(digest)))
-                continue
-            state = self._groups.get(key)
-            if state is None or self._idle(self._rule(rule), state):
-                self._groups.pop(key, None)
+            value: Any
+            if group_key == FIELDS_KEY:
+                compiled = self._rule(rule)
+                problem = compiled.watch.problem if compiled is not None else None
+                value = None if problem is None else {"problem": problem}
+            elif group_key == DIGEST_KEY:
+                value = self._digests.pending.get(rule)
+            else:
+                value = self._groups.get(key)
+                if value is not None and self._idle(self._rule(rule), value):
+                    del self._groups[key]
+                    value = None
+            if value is None:
                 deletes.append(key)
             else:
-                upserts.append((rule, group_key, encode_state(state)))
+                upserts.append((rule, group_key, encode_state(value)))
         await self._journal.commit_alerts(
             ALERT_ENGINE_CONSUMER, offset, output.rows, upserts, deletes
         )
@@ -213,12 +230,15 @@ class AlertEngine:
     async def _evaluate(self, rule: CompiledRule, entry: Entry, output: _Output) -> None:
         data = entry.data()
         view: Mapping[str, Any] = data
-        # The run for the alert's context: the entry's own, or the one fetched now.
-        run = data.get("run") if isinstance(data.get("run"), Mapping) else None
-        if rule.needs_run and not isinstance(data.get("run"), Mapping):
+        # The run for matching and the alert's context: the entry's own, or fetched now.
+        embedded = data.get("run")
+        run = embedded if isinstance(embedded, Mapping) else None
+        if run is None and rule.needs_run:
             run = await self.context.get(data.get("run_id"), required=True)
-            if run is not None:
-                view = {**data, "run": as_of(run, data.get("timestamp"), entry.timestamp_ns)}
+        if run is not None:
+            self._observe(rule, data.get("run_id"), run, output)
+            seen = as_of(run, data.get("timestamp"), entry.timestamp_ns)
+            view = {**data, "run": with_derived(seen)}
         matched = rule.match.matches(view)
         if not matched and (rule.resolve is None or not rule.resolve.matches(view)):
             return
@@ -257,7 +277,7 @@ class AlertEngine:
         state.slide(config.window, config.threshold)
         if len(state.matches) < config.threshold:
             return
-        context = await self._run_of(run, entry)
+        context, run_id = await self._run_of(rule, run, entry, output)
         counts = {
             "matches": len(state.matches),
             "suppressed": state.suppressed,
@@ -271,6 +291,7 @@ class AlertEngine:
             group_key=group_key,
             stream=entry.stream,
             run=context,
+            run_id=run_id,
             lines=[line for _t, line in state.lines],
             counts=counts,
             first_match_ns=min(state.matches),
@@ -278,6 +299,7 @@ class AlertEngine:
             fired_ns=time.time_ns(),
             title=config.title,
             text=config.text,
+            link=config.link,
         )
         base_id = alert_id(config.name, "alert", group_key, entry.id)
         state.matches, state.lines, state.suppressed = [], [], 0
@@ -305,6 +327,7 @@ class AlertEngine:
         config = rule.config
         incident = state.incident
         assert incident is not None
+        context, run_id = await self._run_of(rule, run, entry, output)
         doc = build_alert(
             kind="resolve",
             rule=config.name,
@@ -312,7 +335,8 @@ class AlertEngine:
             group=state.group,
             group_key=group_key,
             stream=entry.stream,
-            run=await self._run_of(run, entry),
+            run=context,
+            run_id=run_id,
             lines=[line_of(entry)][: max(1, config.lines)],
             counts={"matches": 0, "suppressed": state.suppressed, "total": state.total},
             first_match_ns=incident.opened_ns,
@@ -320,6 +344,7 @@ class AlertEngine:
             fired_ns=time.time_ns(),
             title=config.title,
             text=config.text,
+            link=config.link,
         )
         state.incident = None
         # A group that broke again right after recovering deserves a new alert at once.
@@ -328,12 +353,22 @@ class AlertEngine:
             config, doc, alert_id(config.name, "resolve", incident.alert_id, entry.id), output
         )
 
-    async def _run_of(self, run: Mapping[str, Any] | None, entry: Entry) -> dict[str, Any]:
-        """An alert's run context: the run at hand, else fetched now (tried a few times)."""
+    async def _run_of(
+        self, rule: CompiledRule, run: Mapping[str, Any] | None, entry: Entry, output: _Output
+    ) -> tuple[Mapping[str, Any] | None, str | None]:
+        """An alert's run and run id: the run at hand, else fetched now (tried a few times)."""
         run_id = entry.data().get("run_id")
         if run is None:
             run = await self.context.get(run_id, required=False)
-        return run_summary(run, run_id if isinstance(run_id, str) else None)
+            if run is not None:
+                self._observe(rule, run_id, run, output)
+        return run, run_id if isinstance(run_id, str) else None
+
+    def _observe(
+        self, rule: CompiledRule, run_id: Any, run: Mapping[str, Any], output: _Output
+    ) -> None:
+        if rule.watch.observe(run_id, run):
+            output.touched.add((rule.config.name, FIELDS_KEY))
 
     def _emit(self, config: AlertRule, doc: dict[str, Any], base_id: str, output: _Output) -> None:
         for destination in config.destinations:

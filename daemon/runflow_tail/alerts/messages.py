@@ -11,6 +11,7 @@ its own id, so that each destination's delivery is independent.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,26 +19,32 @@ import msgspec
 
 from runflow_tail.dotted import DottedFormatter
 from runflow_tail.models import Entry
-from runflow_tail.times import NS_PER_SECOND, TimeValueError, format_instant, parse_instant
+from runflow_tail.run_object import duration_seconds, failure_stage, outcome, with_derived
+from runflow_tail.times import NS_PER_SECOND, format_instant
 
-TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled", "cancelled", "partial_succeeded"})
 RUN_FIELDS = (
     "id",
     "status_code",
-    "flow_id",
-    "flow_name",
-    "flow_version_id",
     "model_id",
+    "flow_id",
+    "flow_version_id",
+    "org_id",
     "failure_code",
     "failure_message",
-    "failure_stage_code",
     "created_at",
     "started_at",
-    "ended_at",
+    "completed_at",
+    "duration_ms",
 )
+"""What an alert's ``run`` carries of the run, named as the API names them (``status_code``
+only where the API's version has it), plus the derived ``outcome`` and
+``duration_seconds``, ``failure_stage_code`` (whichever key the run uses) and the model's
+``id``, ``slug`` and ``name``."""
+MODEL_SUMMARY = ("id", "slug", "name")
 MAX_DIGEST_ITEMS = 50
 
 _encode = msgspec.json.Encoder().encode
+_URL = re.compile(r"https?://[^\s<>|]+")
 
 
 def line_of(entry: Entry) -> dict[str, Any]:
@@ -54,26 +61,21 @@ def line_of(entry: Entry) -> dict[str, Any]:
 
 
 def run_summary(run: Mapping[str, Any] | None, run_id: str | None = None) -> dict[str, Any]:
-    """The run context every alert carries: status, flow and model ids, failure, times."""
+    """The run context every alert carries (see ``RUN_FIELDS``); ``known`` is False when
+    the run could not be had (then only its id is there)."""
     source: Mapping[str, Any] = run if isinstance(run, Mapping) else {}
-    summary = {field: source.get(field) for field in RUN_FIELDS}
-    if summary["failure_stage_code"] is None:
-        # One documentation page calls it failure_stage.
-        summary["failure_stage_code"] = source.get("failure_stage")
+    summary: dict[str, Any] = {field: source.get(field) for field in RUN_FIELDS}
     if summary["id"] is None:
         summary["id"] = run_id
-    summary["duration_seconds"] = _duration(summary["started_at"], summary["ended_at"])
+    summary["outcome"] = outcome(source) if source else None
+    summary["duration_seconds"] = duration_seconds(source)
+    summary["failure_stage_code"] = failure_stage(source)
+    model = source.get("model")
+    summary["model"] = (
+        {key: model.get(key) for key in MODEL_SUMMARY} if isinstance(model, Mapping) else None
+    )
     summary["known"] = isinstance(run, Mapping)
     return summary
-
-
-def _duration(started: Any, ended: Any) -> float | None:
-    if not isinstance(started, str) or not isinstance(ended, str):
-        return None
-    try:
-        return round((parse_instant(ended) - parse_instant(started)) / NS_PER_SECOND, 3)
-    except TimeValueError:
-        return None
 
 
 def group_key_of(values: Sequence[Any]) -> str:
@@ -89,16 +91,26 @@ def alert_id(*parts: str) -> str:
     return "alrt_" + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
+def run_name(run: Mapping[str, Any]) -> str:
+    """How people know a run: its model's name (the API names neither runs nor flows)."""
+    model = run.get("model")
+    name = model.get("name") if isinstance(model, Mapping) else None
+    if isinstance(name, str) and name.strip():
+        return name.strip()
+    if run.get("flow_id"):
+        return f"flow {run['flow_id']}"
+    return f"run {run['id']}" if run.get("id") else "a run"
+
+
 def headline_of(kind: str, rule: str, run: Mapping[str, Any], line: Mapping[str, Any]) -> str:
     if kind == "resolve":
         return f"Resolved: {rule}"
-    status = run.get("status_code")
-    name = run.get("flow_name") or run.get("flow_id") or run.get("id") or "a run"
-    if status == "failed":
+    result = run.get("outcome")
+    if result == "failed":
         code = run.get("failure_code")
-        return f"Run of {name} failed" + (f": {code}" if code else "")
-    if isinstance(status, str) and status in TERMINAL_STATUSES:
-        return f"Run of {name} ended {status}"
+        return f"Run of {run_name(run)} failed" + (f": {code}" if code else "")
+    if isinstance(result, str) and result != "running":
+        return f"Run of {run_name(run)} ended {result}"
     message = line.get("message")
     if isinstance(message, str) and message.strip():
         return message.strip().splitlines()[0]
@@ -121,7 +133,8 @@ def build_alert(
     group: Mapping[str, Any],
     group_key: str,
     stream: str,
-    run: dict[str, Any],
+    run: Mapping[str, Any] | None,
+    run_id: str | None,
     lines: list[dict[str, Any]],
     counts: dict[str, int],
     first_match_ns: int | None,
@@ -129,9 +142,15 @@ def build_alert(
     fired_ns: int,
     title: str,
     text: str,
+    link: str = "",
 ) -> dict[str, Any]:
-    """An alert document without its per-destination ``id`` and ``destination``."""
+    """An alert document without its per-destination ``id`` and ``destination``.
+
+    ``run`` is the whole run (or None when it could not be had); the document keeps its
+    summary, while templates see every field of it, derived ones included.
+    """
     line = lines[0] if lines else {}
+    summary = run_summary(run, run_id)
     doc: dict[str, Any] = {
         "kind": kind,
         "rule": rule,
@@ -143,18 +162,38 @@ def build_alert(
         "fired_at": format_instant(fired_ns),
         "first_match_at": _instant(first_match_ns),
         "last_match_at": _instant(last_match_ns),
-        "run": run,
+        "run": summary,
         "lines": lines,
         "counts": counts,
-        "headline": headline_of(kind, rule, run, line),
-        "detail": detail_of(run, line),
+        "headline": headline_of(kind, rule, summary, line),
+        "detail": detail_of(summary, line),
     }
-    render_context = {**doc, "line": line}
+    whole_run = summary
+    if isinstance(run, Mapping):
+        whole_run = {**with_derived(run), "failure_stage_code": summary["failure_stage_code"]}
+    context = {**doc, "line": line, "run": whole_run, "group": _nested(doc["group"])}
+    rendered = render(link, context) if link else ""
+    doc["link"] = rendered if _URL.fullmatch(rendered) else None
+    context["link"] = doc["link"] or ""
     # Resolves keep their fixed wording: a title written for a failure would misread.
     templated = kind in ("alert", "test")
-    doc["title"] = render(title if templated else "{headline}", render_context)
-    doc["text"] = render(text if templated else "{detail}", render_context)
+    doc["title"] = render(title if templated else "{headline}", context)
+    doc["text"] = render(text if templated else "{detail}", context)
     return doc
+
+
+def _nested(group: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"run.flow_id": x}`` as ``{"run": {"flow_id": x}}``, so ``{group.run.flow_id}``
+    reads the way the rule's ``group_by`` names it."""
+    nested: dict[str, Any] = {}
+    for key, value in group.items():
+        *parents, last = key.split(".")
+        place = nested
+        for part in parents:
+            child = place.get(part)
+            place = place.setdefault(part, {}) if isinstance(child, dict) or child is None else {}
+        place[last] = value
+    return nested
 
 
 def build_digest(
@@ -179,6 +218,7 @@ def build_digest(
         "first_match_at": format_instant(since_ns),
         "last_match_at": format_instant(now_ns),
         "run": run_summary(None),
+        "link": None,
         "lines": [],
         "counts": {"alerts": total, "omitted": total - len(shown)},
         "headline": headline,
@@ -221,48 +261,3 @@ _FORMATTER = DottedFormatter()
 
 def render(template: str, context: Mapping[str, Any]) -> str:
     return str(_FORMATTER.vformat(template, (), context))
-
-
-def sample_alert(destination: str, now_ns: int) -> tuple[str, bytes, dict[str, Any]]:
-    """The document ``runflow-tail alerts test`` sends: a realistic failed run."""
-    run = run_summary(
-        {
-            "id": "0190b3a4-5c6d-7e8f-9a0b-000000000001",
-            "status_code": "failed",
-            "flow_id": "0190b3a4-5c6d-7e8f-9a0b-0000000000f1",
-            "flow_name": "document-pipeline",
-            "model_id": "0190b3a4-5c6d-7e8f-9a0b-0000000000a1",
-            "failure_code": "NODE_TIMEOUT",
-            "failure_message": "Node llm timed out after 30s",
-            "failure_stage_code": "node_execution",
-            "started_at": format_instant(now_ns - 42 * NS_PER_SECOND),
-            "ended_at": format_instant(now_ns),
-        }
-    )
-    lines = [
-        {
-            "id": "sample-line-1",
-            "stream": "sample",
-            "timestamp": format_instant(now_ns),
-            "level_code": "error",
-            "message": "Run failed: Node llm timed out after 30s",
-            "run_id": run["id"],
-        }
-    ]
-    doc = build_alert(
-        kind="test",
-        rule="runflow-tail test alert",
-        severity="info",
-        group={"run_id": run["id"]},
-        group_key=group_key_of([run["id"]]),
-        stream="sample",
-        run=run,
-        lines=lines,
-        counts={"matches": 1, "suppressed": 0, "total": 1},
-        first_match_ns=now_ns,
-        last_match_ns=now_ns,
-        fired_ns=now_ns,
-        title="Test alert from runflow-tail: {headline}",
-        text="If you can read this, alerts reach this destination. {detail}",
-    )
-    return for_destination(doc, destination, f"test:{now_ns}")

@@ -6,6 +6,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from runflow_tail.alerts.field_watch import FieldWatch
 from runflow_tail.config.alerts import AlertRule
 from runflow_tail.filters import Filter
 
@@ -21,6 +22,8 @@ class CompiledRule:
     resolve: Filter | None
     streams: frozenset[str]
     needs_run: bool
+    watch: FieldWatch
+    """The run fields the rule names, watched for an API whose runs lack them."""
     seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
 
     @classmethod
@@ -31,6 +34,7 @@ class CompiledRule:
             rule.compiled_resolve(),
             frozenset(streams),
             rule.needs_run(),
+            FieldWatch(rule.name, rule.run_fields()),
         )
 
     def first_sight(self, entry_id: str) -> bool:

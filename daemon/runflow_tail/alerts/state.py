@@ -16,6 +16,9 @@ from runflow_tail.times import NS_PER_SECOND
 
 DIGEST_KEY = "*digest*"
 """The state row of a rule's pending digest (group keys are JSON lists, never this)."""
+FIELDS_KEY = "*fields*"
+"""The state row of a rule's missing-fields problem (``alerts.field_watch``), for
+``runflow-tail status``; rewritten from each start's own observations."""
 
 
 class Incident(msgspec.Struct):
@@ -71,6 +74,7 @@ class DigestState(msgspec.Struct, kw_only=True):
 
 
 encode_state = msgspec.json.Encoder().encode
+decode_problem = msgspec.json.Decoder(dict[str, str]).decode
 decode_group = msgspec.json.Decoder(GroupState).decode
 decode_digest = msgspec.json.Decoder(DigestState).decode
 

@@ -123,6 +123,11 @@ def _print(snapshot: dict[str, Any], *, as_json: bool) -> None:
             f"  {k['sink']:<16} offset={k['offset']} backlog={k['backlog']} "
             f"dead_letters={k['dead_letters']} streams={','.join(k['streams'])}"
         )
+    problems = snapshot.get("alert_problems") or []
+    if problems:
+        print("alert rules:")
+    for problem in problems:
+        print(f"  {problem['rule']:<16} PROBLEM: {problem['problem']}")
 
 
 def _lock(state_dir: Path) -> StateDirLock:

@@ -22,6 +22,7 @@ from pydantic import Field, field_validator, model_validator
 
 from runflow_tail.filters import Filter, parse_filter
 from runflow_tail.models import Duration, FrozenModel, PositiveDuration
+from runflow_tail.run_object import run_paths, unknown_path_problem
 
 ALERT_ENGINE_CONSUMER = "alerts:engine"
 """The engine's offset in ``sink_offsets``; the colon keeps it apart from sink names."""
@@ -52,12 +53,16 @@ TEMPLATE_FIELDS = frozenset(
         "fired_at",
         "first_match_at",
         "last_match_at",
+        "link",
     }
 )
 """What ``title`` and ``text`` may refer to, e.g. ``{run.failure_message}``, ``{group.run_id}``."""
+LINE_FIELDS = frozenset({"id", "stream", "timestamp", "level_code", "message", "run_id"})
+COUNT_FIELDS = frozenset({"matches", "suppressed", "total"})
 
 _RULE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _FIELD_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+_LINK_START = re.compile(r"https?://|\{")
 
 
 def alert_stream(destination: str) -> str:
@@ -91,6 +96,8 @@ class AlertRule(FrozenModel):
     text: str = DEFAULT_TEXT
     lines: int = Field(DEFAULT_LINES, ge=0, le=MAX_LINES)
     """How many triggering log lines an alert quotes."""
+    link: str = ""
+    """A template for a link to the run, e.g. https://app.example.com/runs/{run.id}."""
 
     @field_validator("name")
     @classmethod
@@ -103,7 +110,7 @@ class AlertRule(FrozenModel):
     @classmethod
     def _expression_parses(cls, value: str) -> str:
         # FilterSyntaxError is a ValueError whose message names the column.
-        parse_filter(value)
+        check_run_fields(parse_filter(value).fields())
         return value
 
     @field_validator("match")
@@ -122,11 +129,23 @@ class AlertRule(FrozenModel):
         for path in value:
             if not _FIELD_PATH.fullmatch(path):
                 raise ValueError(f"{path!r} is not a field path; expected e.g. 'run_id'")
+        check_run_fields(value)
         return value
 
     @field_validator("title", "text")
     @classmethod
     def _template_parses(cls, value: str) -> str:
+        check_template(value)
+        return value
+
+    @field_validator("link")
+    @classmethod
+    def _link_shape(cls, value: str) -> str:
+        if value and not _LINK_START.match(value):
+            raise ValueError(
+                "expected a link template starting with https://, e.g. "
+                "'https://app.example.com/runs/{run.id}'"
+            )
         check_template(value)
         return value
 
@@ -142,6 +161,15 @@ class AlertRule(FrozenModel):
                 "digest and resolve_match cannot be combined: a digest is not one incident "
                 "that a later entry could resolve"
             )
+        for template in (self.title, self.text, self.link):
+            for name in template_fields(template):
+                key = name.partition(".")[2]
+                if name.startswith("group.") and key not in self.group_by:
+                    raise ValueError(
+                        f"template field {{{name}}} can never be filled: the group holds "
+                        f"{', '.join(sorted(self.group_by))} (group_by)"
+                        + (f"; write {{{key}}} instead" if key.startswith("run.") else "")
+                    )
         return self
 
     def compiled_match(self) -> Filter:
@@ -159,9 +187,29 @@ class AlertRule(FrozenModel):
         fields |= set(self.group_by)
         return any(path == "run" or path.startswith("run.") for path in fields)
 
+    def run_fields(self) -> set[str]:
+        """The run fields (below ``run.``) the rule's expressions, groups and templates name."""
+        fields = set(self.compiled_match().fields()) | set(self.group_by)
+        resolve = self.compiled_resolve()
+        if resolve is not None:
+            fields |= resolve.fields()
+        for template in (self.title, self.text, self.link):
+            fields |= set(template_fields(template))
+        return run_paths(fields)
+
+
+def template_fields(text: str) -> list[str]:
+    """The field names a (valid) template refers to, e.g. ``["run.failure_code"]``."""
+    try:
+        return [name for _, name, _, _ in string.Formatter().parse(text) if name]
+    except ValueError:
+        return []
+
 
 def check_template(text: str) -> None:
-    """Raise ValueError for a template that cannot be rendered: bad braces, unknown fields."""
+    """Raise ValueError for a template that cannot be rendered or that names a field that
+    can never be filled: bad braces, unknown top-level names, run fields the API does not
+    have, unknown line or count fields."""
     try:
         parts = list(string.Formatter().parse(text))
     except ValueError as exc:
@@ -171,13 +219,29 @@ def check_template(text: str) -> None:
     for _literal, name, _spec, _conversion in parts:
         if name is None:
             continue
-        root = name.split(".", 1)[0]
+        root, _, rest = name.partition(".")
         if not name or root not in TEMPLATE_FIELDS or not _FIELD_PATH.fullmatch(name):
             known = ", ".join(sorted(TEMPLATE_FIELDS))
             raise ValueError(
                 f"unknown template field {{{name}}}; expected one of {known} "
                 "(with dotted keys, e.g. {run.failure_message})"
             )
+        closed = {"line": LINE_FIELDS, "counts": COUNT_FIELDS}.get(root)
+        if closed is not None and rest and rest not in closed:
+            known = ", ".join(f"{root}.{field}" for field in sorted(closed))
+            raise ValueError(f"template field {{{name}}} can never be filled; expected {known}")
+        if root == "run" and rest:
+            problem = unknown_path_problem(rest)
+            if problem is not None:
+                raise ValueError(f"template field {{{name}}} can never be filled: {problem}")
+
+
+def check_run_fields(fields: Collection[str]) -> None:
+    """Raise ValueError naming the first ``run.*`` field that no run can ever have."""
+    for path in sorted(run_paths(fields)):
+        problem = unknown_path_problem(path)
+        if problem is not None:
+            raise ValueError(problem)
 
 
 def check_alert_references(

@@ -8,7 +8,7 @@ The offset moves only after the sink has the batch (or the batch is dead-lettere
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -25,6 +25,7 @@ from runflow_tail.metrics import Metrics
 from runflow_tail.models import Entry
 from runflow_tail.observability import get_logger
 from runflow_tail.pacing import Backoff
+from runflow_tail.run_object import with_derived
 from runflow_tail.sinks.base import Sink, SinkConfigBase
 
 log = get_logger(__name__)
@@ -66,6 +67,9 @@ class Delivery:
         self._journal = journal
         self._metrics = metrics or Metrics()
         self._match: Filter | None = parse_filter(config.match) if config.match.strip() else None
+        run_fields = [f for f in (self._match.fields() if self._match else ()) if f[:4] == "run."]
+        self._run_match = bool(run_fields)
+        self._without_run_noted = False
         self._batching = config.batching()
         self._stopping = False
         self._idle_scope: anyio.CancelScope | None = None
@@ -169,8 +173,26 @@ class Delivery:
         self.health.offset = end
 
     def _matches(self, entry: Entry) -> bool:
+        """The sink's ``match`` on the entry as received; when it names run fields and the
+        entry carries its run, the derived ``run.outcome`` and ``run.duration_seconds``
+        are there too (sinks never fetch runs: alert rules do)."""
         assert self._match is not None
-        return self._match.matches(entry.data())
+        data = entry.data()
+        if self._run_match:
+            run = data.get("run")
+            if isinstance(run, Mapping):
+                data = {**data, "run": with_derived(run)}
+            elif not self._without_run_noted:
+                self._without_run_noted = True
+                log.warning(
+                    "sink.match_without_run",
+                    sink=self.name,
+                    match=self.config.match,
+                    reason="entries arrive without their run, so conditions on run fields "
+                    "cannot hold; add 'run' to the stream's fields, or use an [[alerts]] "
+                    "rule (rules fetch runs)",
+                )
+        return self._match.matches(data)
 
     async def _send_with_retries(
         self, batch: list[Entry]

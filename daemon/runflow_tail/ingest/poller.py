@@ -34,6 +34,7 @@ from runflow_tail.ingest.backfill import (
     windows_supported,
 )
 from runflow_tail.ingest.probe import ProbeAnswer, probe
+from runflow_tail.ingest.run_filter import LocalFilter, verified
 from runflow_tail.ingest.stream_health import StreamHealth, query_fingerprint
 from runflow_tail.journal import CursorState, Journal
 from runflow_tail.metrics import Metrics
@@ -72,7 +73,10 @@ class Poller:
         fatal_problems: bool = False,
         metrics: Metrics | None = None,
     ) -> None:
+        self.configured = stream
         self.stream = stream
+        """As polled: without its query when the API cannot apply it (``run_filter``)."""
+        self._local: LocalFilter | None = None
         self._fatal_problems = fatal_problems
         self._metrics = metrics or Metrics()
         self.health = StreamHealth(stream.name)
@@ -95,6 +99,7 @@ class Poller:
         self._reported_problem: str | None = None
 
     async def run(self) -> None:
+        self.stream, self._local = await verified(self.configured, self._client, self._api)
         self._state = await self._load_state()
         while True:
             started = anyio.current_time()
@@ -433,6 +438,8 @@ class Poller:
             self._check_gap([entry for page in pages for entry in page.entries])
         state = self._state.advanced(kept)
         state = replace(state, api_cursor=api_cursor, strategy=self._strategy)
+        if self._local is not None:
+            kept = self._local.keep(kept)  # after the cursor moved past all of them
         if kept or state != self._state:
             started = time.monotonic()
             inserted = await self._journal.append(self.stream.name, kept, state)

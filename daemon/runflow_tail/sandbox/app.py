@@ -158,8 +158,11 @@ class SandboxAPI:
         if run is None:
             return self.error(404, "RUN_NOT_FOUND", "no such run")
         entries = self.world.visible_run_entries(run.id, RUN_LOGS_CAP)
-        chunks: list[bytes] = [run.raw[:-1], b',"logs":[']
-        _join_entries(chunks, entries, None)
+        # The run as it is now, with its own log entries, each carrying "run": null.
+        doc = {key: value for key, value in run.doc.items() if key != "logs"}
+        chunks: list[bytes] = [msgspec.json.encode(doc)[:-1], b',"logs":[']
+        for index, entry in enumerate(entries):
+            chunks.extend((b"," if index else b"", entry.head[:-1], b',"run":null}'))
         chunks.append(b"]}")
         return json_response(b"".join(chunks))
 

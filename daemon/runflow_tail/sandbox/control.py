@@ -208,7 +208,9 @@ def control_routes(world: World) -> list[Route]:
             flow=None if spec.flow is None else world.flows[spec.flow % len(world.flows)],
         )
         entries = sorted(world.store.by_run.get(run.id, ()), key=lambda entry: entry.key)
-        return json_response({"run": run.doc, "ids": [entry.id for entry in entries]})
+        # "outcome": how the run was played, whether or not its schema shows a status.
+        played = {"run": run.doc, "outcome": outcome, "ids": [entry.id for entry in entries]}
+        return json_response(played)
 
     async def stats(request: Request) -> Response:
         return json_response(world.stats_document())

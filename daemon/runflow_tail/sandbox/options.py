@@ -24,6 +24,7 @@ CursorForm = Literal["token", "query", "url"]
 ErrorStyle = Literal["flat", "nested", "text"]
 TimestampStyle = Literal["z", "offset", "mixed"]
 RetryAfter = float | Literal["date"] | None
+RunSchema = Literal["current", "older"]
 
 
 class SandboxOptions(BaseModel):
@@ -96,6 +97,16 @@ class SandboxOptions(BaseModel):
     rate_limit_headers: bool = Field(
         False,
         description="Send X-RateLimit-Limit/-Remaining/-Reset on every API response (older docs).",
+    )
+
+    # -- the run object: the reference shows two versions ---------------------------------
+    run_schema: RunSchema = Field(
+        "current",
+        description=(
+            "Which version of the run object the reference shows to serve (for runs started "
+            "after a change): 'current' (no top-level status_code; failure_code, "
+            "failure_message, model, ...) or 'older' (status_code, target_type, source_code)."
+        ),
     )
 
     # -- load and faults --------------------------------------------------------------------

@@ -1,5 +1,10 @@
 """Realistic Runflow data: ids, timestamps in every documented spelling, flows and runs.
 
+Runs follow the API reference's run object field by field, in either of the two versions
+the reference shows (``SandboxOptions.run_schema``): the older one with a top-level
+``status_code``, or the current one without it (``failure_code``, ``failure_message``,
+``model``...). Nothing here is invented for convenience: no ``ended_at``, no flow name.
+
 A run's snapshot is immutable once written: every change makes a new dict and new bytes,
 so the entries written at one moment can share the snapshot (and its encoded bytes) of
 that moment without ever seeing later changes.
@@ -14,10 +19,14 @@ from typing import Any
 
 import msgspec
 
-from runflow_tail.sandbox.options import SandboxOptions, TimestampStyle
+from runflow_tail.sandbox.options import (
+    DEFAULT_ORGANIZATION_ID,
+    DEFAULT_USER_ID,
+    SandboxOptions,
+    TimestampStyle,
+)
 from runflow_tail.times import NS_PER_SECOND
 
-TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled", "cancelled", "partial_succeeded"})
 _MIXED_DIGITS = (0, 3, 6, 9)
 _MIXED_ZONES = ("Z", "+00:00")
 _ENCODER = msgspec.json.Encoder()
@@ -130,11 +139,17 @@ FAILURES = (
 )
 
 
+MODEL_NAMES = ("Invoice extractor", "Contract reviewer", "Receipt parser", "Support triage")
+
+
 @dataclass(frozen=True, slots=True)
 class Flow:
+    """A flow and its model. The API gives neither flows nor runs a name: people know a run
+    by its model's ``name``."""
+
     id: str
     version_id: str
-    name: str
+    version: int
     model: dict[str, Any]
     nodes: tuple[tuple[str, str, str], ...]  # (node id, name, type)
 
@@ -143,13 +158,20 @@ def make_flows(rng: random.Random, ids: IdFactory, count: int = 4) -> list[Flow]
     flows = []
     for index in range(count):
         provider, model_name = _PROVIDERS[index % len(_PROVIDERS)]
+        name = MODEL_NAMES[index % len(MODEL_NAMES)]
         prompt = " ".join(rng.sample(_SENTENCES, k=12))
+        # The reference documents id, org_id, slug, name, description, version and
+        # status_code, "and more": the rest is what makes a real run several KB.
         model = {
             "id": ids.uuid4(),
-            "name": f"extractor-{index + 1}",
-            "provider": provider,
-            "model": model_name,
+            "org_id": None,
+            "slug": name.lower().replace(" ", "-"),
+            "name": name,
+            "description": rng.choice(_SENTENCES),
             "version": rng.randint(1, 40),
+            "status_code": "active",
+            "provider": provider,
+            "base_model": model_name,
             "parameters": {
                 "temperature": round(rng.uniform(0, 1), 2),
                 "top_p": 0.95,
@@ -162,7 +184,7 @@ def make_flows(rng: random.Random, ids: IdFactory, count: int = 4) -> list[Flow]
             "system_prompt": prompt,
             "tools": [
                 {
-                    "name": name,
+                    "name": tool,
                     "description": rng.choice(_SENTENCES),
                     "parameters": {
                         "type": "object",
@@ -174,15 +196,15 @@ def make_flows(rng: random.Random, ids: IdFactory, count: int = 4) -> list[Flow]
                         "required": ["query"],
                     },
                 }
-                for name in ("search_knowledge_base", "lookup_customer", "http_get")
+                for tool in ("search_knowledge_base", "lookup_customer", "http_get")
             ],
             "retries": {"max_attempts": 3, "backoff_seconds": [1, 4, 16]},
             "safety": {"pii_redaction": True, "blocked_categories": ["self_harm", "violence"]},
             "created_at": "2025-01-14T09:30:00.000000Z",
         }
         kinds = NODE_KINDS[: rng.randint(3, len(NODE_KINDS))]
-        nodes = tuple((ids.uuid4(), name, kind) for name, kind in kinds)
-        flows.append(Flow(ids.uuid4(), ids.uuid4(), f"document-pipeline-{index + 1}", model, nodes))
+        nodes = tuple((ids.uuid4(), node, kind) for node, kind in kinds)
+        flows.append(Flow(ids.uuid4(), ids.uuid4(), rng.randint(1, 30), model, nodes))
     return flows
 
 
@@ -191,10 +213,14 @@ def make_flows(rng: random.Random, ids: IdFactory, count: int = 4) -> list[Flow]
 
 @dataclass(slots=True)
 class Run:
-    """A run's current state; ``doc``/``raw`` always describe one immutable version."""
+    """A run's current state; ``doc``/``raw`` always describe one immutable version, in the
+    schema version (``SandboxOptions.run_schema``) the run was started under."""
 
     doc: dict[str, Any]
     flow: Flow | None = None
+    status: str = "queued"
+    """The sandbox's own record of the status, whether or not the schema shows it."""
+    started_ns: int | None = None
     _raw: bytes | None = field(default=None, repr=False)
 
     @property
@@ -203,7 +229,7 @@ class Run:
 
     @property
     def status_code(self) -> str:
-        return str(self.doc.get("status_code", ""))
+        return self.status
 
     @property
     def raw(self) -> bytes:
@@ -212,6 +238,12 @@ class Run:
         return self._raw
 
     def update(self, **changes: Any) -> None:
+        """A new version of the run. A ``status_code`` change is always recorded in
+        ``status``, and shown only by the schema version that has the field."""
+        if "status_code" in changes:
+            self.status = str(changes["status_code"])
+            if "status_code" not in self.doc:
+                del changes["status_code"]
         self.doc = {**self.doc, **changes}
         self._raw = None
 
@@ -230,66 +262,123 @@ def new_run(
     created_ns: int,
     run_id: str | None = None,
 ) -> Run:
-    style = options.timestamp_style
-    doc: dict[str, Any] = {
-        "id": run_id or ids.uuid7(created_ns),
-        "flow_id": flow.id,
-        "flow_version_id": flow.version_id,
-        "flow_name": flow.name,
-        "model_id": flow.model["id"],
-        "organization_id": options.organization_id,
-        "status_code": "queued",
-        "trigger": rng.choice(("api", "schedule", "webhook", "manual")),
-        "created_at": instant_text(created_ns, style),
-        "started_at": None,
-        "ended_at": None,
-        "failure_code": None,
-        "failure_message": None,
-        options.failure_stage_key: None,
-        "credits_used": 0,
-        "node_runs": [
-            {
-                "id": ids.uuid4(),
-                "node_id": node_id,
-                "name": name,
-                "type": kind,
-                "state_code": "pending",
-                "attempt": 1,
-                "started_at": None,
-                "ended_at": None,
-                "duration_ms": None,
-            }
-            for node_id, name, kind in flow.nodes
-        ],
-        "model": flow.model,
-        "inputs": {
+    run_id = run_id or ids.uuid7(created_ns)
+    created = instant_text(created_ns, options.timestamp_style)
+    nodes = [
+        {
+            "id": ids.uuid4(),
+            "run_id": run_id,
+            "node_id": node_id,
+            "flow_id": flow.id,
+            "state_code": "pending",
+            "input": None,
+            "output": None,
+            "input_signature": None,
+            "preview_type": None,
+            "preview_value": None,
+            "duration_ms": None,
+            "cost": None,
+            "retry_count": 0,
+            "error_message": None,
+            "created_at": created,
+            "started_at": None,
+            "completed_at": None,
+        }
+        for node_id, _name, _kind in flow.nodes
+    ]
+    doc = run_document(run_id, options, created, flow=flow, node_runs=nodes)
+    doc.update(
+        input={
             "document_url": f"https://files.example.com/docs/{ids.uuid4()}.pdf",
-            "customer_id": f"cus_{rng.getrandbits(48):012x}",
-            "priority": rng.choice(("low", "normal", "high")),
             "locale": rng.choice(("en-GB", "de-DE", "fr-FR", "en-US")),
         },
-        "outputs": None,
-        "tags": rng.sample(["billing", "onboarding", "kyc", "support", "batch", "eu"], k=2),
-    }
+        jurisdiction_code=rng.choice(("eu", "us")),
+        request_id=ids.uuid4(),
+        metadata={
+            "customer_id": f"cus_{rng.getrandbits(48):012x}",
+            "priority": rng.choice(("low", "normal", "high")),
+        },
+    )
+    # Only keys run_document gave the run's schema version are filled in.
+    if "source_code" in doc:
+        doc["source_code"] = rng.choice(("api", "schedule", "webhook", "playground"))
+    if "client_ref" in doc and rng.random() < 0.5:
+        doc["client_ref"] = f"order-{rng.randint(1000, 99999)}"
     return Run(doc=doc, flow=flow)
 
 
 def stub_run(run_id: str, options: SandboxOptions, created_ns: int) -> Run:
     """A run known only by id (entries appended for a run the world never started)."""
-    style = options.timestamp_style
+    created = instant_text(created_ns, options.timestamp_style)
+    doc = run_document(run_id, options, created, flow=None, node_runs=[])
+    run = Run(doc=doc, started_ns=created_ns)
+    run.update(status_code="running", started_at=created)
+    return run
+
+
+def run_document(
+    run_id: str,
+    options: SandboxOptions,
+    created: str,
+    *,
+    flow: Flow | None,
+    node_runs: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """A queued run in the schema version ``options.run_schema``: every key the reference
+    shows, most of them null until the run gets there."""
+    org_id = options.organization_id or DEFAULT_ORGANIZATION_ID
     doc: dict[str, Any] = {
         "id": run_id,
-        "organization_id": options.organization_id,
-        "status_code": "running",
-        "created_at": instant_text(created_ns, style),
-        "started_at": instant_text(created_ns, style),
-        "ended_at": None,
-        "failure_code": None,
-        "failure_message": None,
-        options.failure_stage_key: None,
-        "node_runs": [],
+        "flow_id": flow.id if flow else None,
+        "model_id": flow.model["id"] if flow else None,
+        "comfyui_workflow_id": None,
+        "target_type": "flow",
+        "target_version": flow.version if flow else None,
+        "org_id": org_id,
+        "status_code": "queued",
+        "source_code": "api",
+        "input": {},
+        "output": None,
+        "context": None,
+        "duration_ms": None,
+        "cost": None,
+        "nodes_total": len(node_runs),
+        "nodes_completed": 0,
+        "jurisdiction_code": None,
+        "flow_version_id": flow.version_id if flow else None,
+        "request_id": None,
+        "created_by": DEFAULT_USER_ID,
+        "created_at": created,
+        "started_at": None,
+        "completed_at": None,
+        "callback_url": None,
+        "metadata": {},
+        "has_logs": True,
+        "has_node_runs": bool(node_runs),
+        "links": {"self": f"/v1/runs/{run_id}", "logs": f"/v1/runs/{run_id}/logs"},
+        "node_runs": node_runs,
     }
-    return Run(doc=doc)
+    if options.run_schema == "current":
+        for key in ("target_type", "source_code", "status_code"):
+            del doc[key]
+        doc.update(
+            cost_breakdown=None,
+            resolved_template_id=None,
+            batch_id=None,
+            client_ref=None,
+            failure_code=None,
+            failure_message=None,
+            feedback_is_positive=None,
+            feedback_reason=None,
+            source_chat_message_id=None,
+            current_evaluation_summary=None,
+            model={**flow.model, "org_id": org_id} if flow else None,
+            # Embedded in every entry, a run's own logs would repeat the page: kept empty
+            # here, GET /v1/runs/{id} fills them in.
+            logs=[],
+        )
+        doc[options.failure_stage_key] = None
+    return doc
 
 
 def status_spelling(status: str, options: SandboxOptions) -> str:

@@ -7,11 +7,13 @@ One script drives a run. The simulator plays it in real time (sleeping between s
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
 
+from runflow_tail.sandbox.options import SandboxOptions, TimestampStyle
 from runflow_tail.sandbox.runs import FAILURES, NODE_KINDS, Flow, Run, instant_text, status_spelling
 from runflow_tail.sandbox.world import World
 
@@ -91,6 +93,81 @@ def _line(world: World, kind: str) -> str:
     )
 
 
+# -- how a run moves, in the fields the reference gives it -----------------------------------
+
+
+def begin(run: Run, ns: int, style: TimestampStyle) -> None:
+    run.started_ns = ns
+    run.update(status_code="running", started_at=instant_text(ns, style))
+
+
+def node_started(run: Run, index: int, ns: int, style: TimestampStyle) -> None:
+    run.update_node(index, state_code="running", started_at=instant_text(ns, style))
+
+
+def node_ended(
+    run: Run,
+    index: int,
+    state: str,
+    ns: int,
+    options: SandboxOptions,
+    *,
+    started_ns: int,
+    error: str | None = None,
+) -> None:
+    millis = (ns - started_ns) // 1_000_000
+    run.update_node(
+        index,
+        state_code=state,
+        completed_at=instant_text(ns, options.timestamp_style),
+        duration_ms=millis,
+        cost=f"{millis * 0.0000021:.6f}",
+        error_message=error,
+    )
+    run.update(nodes_completed=int(run.doc["nodes_completed"]) + 1)
+
+
+def finish(
+    run: Run,
+    status: str,
+    ns: int,
+    options: SandboxOptions,
+    rng: random.Random,
+    *,
+    failure: tuple[str, str, str] | None = None,
+    output: dict[str, Any] | None = None,
+) -> None:
+    """The run ends: its status, ``completed_at``, ``duration_ms`` and ``cost``, and its
+    failure details where the schema version has them (the older one has none)."""
+    started = run.started_ns if run.started_ns is not None else ns
+    millis = max(0, ns - started) // 1_000_000
+    changes: dict[str, Any] = {
+        "status_code": status_spelling(status, options),
+        "completed_at": instant_text(ns, options.timestamp_style),
+        "duration_ms": millis,
+        "cost": f"{millis * 0.0000035:.6f}",
+        "output": output,
+    }
+    if "failure_code" in run.doc and failure is not None:
+        code, message, stage = failure
+        changes.update(failure_code=code, failure_message=message)
+        changes[options.failure_stage_key] = stage
+    if "cost_breakdown" in run.doc:
+        changes["cost_breakdown"] = {
+            "compute": f"{millis * 0.000001:.6f}",
+            "model": f"{millis * 0.0000025:.6f}",
+        }
+    if "current_evaluation_summary" in run.doc and rng.random() < 0.3:
+        # An evaluation's own status: "failed" here says the evaluation failed, not the run.
+        evaluation = rng.choice(("completed", "completed", "failed"))
+        changes["current_evaluation_summary"] = {
+            "passed": None if evaluation == "failed" else rng.random() < 0.8,
+            "status_code": evaluation,
+            "score": None if evaluation == "failed" else round(rng.random(), 2),
+        }
+    run.update(**changes)
+
+
 def run_script(
     world: World,
     run: Run,
@@ -100,11 +177,14 @@ def run_script(
     lines: int | None = None,
     failure: tuple[str, str, str] | None = None,
 ) -> Iterator[float]:
-    """Play ``run`` to ``outcome``; yields the seconds to wait before each next step."""
+    """Play ``run`` to ``outcome``; yields the seconds to wait before each next step.
+
+    A failed run's failure line is logged at its ``completed_at``, and every line before
+    it earlier, as a real run does: alerts must quote that line, not an earlier one.
+    """
     options = world.options
     rng = world.rng
     pace = options.world_run_seconds
-    style = options.timestamp_style
     flow: Flow | None = run.flow
     nodes = flow.nodes if flow else ()
     total_lines = (
@@ -119,14 +199,13 @@ def run_script(
     def delay() -> float:
         return gap * rng.uniform(0.5, 1.5)
 
-    write("info", f"Run queued by {run.doc.get('trigger', 'api')}", {"stage": "queue"})
+    write("info", f"Run queued by {run.doc.get('source_code') or 'api'}", {"stage": "queue"})
     yield delay()
     run.update(status_code="dispatching")
     worker = f"w-{rng.randint(1, 12)}"
     write("debug", f"Dispatching run to worker {worker}", {"stage": "dispatch", "worker": worker})
     yield delay()
-    started = now()
-    run.update(status_code="running", started_at=instant_text(started, style))
+    begin(run, now(), options.timestamp_style)
     write("info", f"Run started on worker {worker}", {"stage": "run", "worker": worker})
     failing = (
         rng.randrange(len(nodes)) if nodes and outcome in ("failed", "partial_succeeded") else -1
@@ -135,7 +214,7 @@ def run_script(
     for step, (_node_id, name, kind) in enumerate(nodes):
         yield delay()
         node_start = now()
-        run.update_node(step, state_code="running", started_at=instant_text(node_start, style))
+        node_started(run, step, node_start, options.timestamp_style)
         write("info", f"Node {name} started", {"node": name, "step": step})
         share = math.ceil(remaining / (len(nodes) - step))
         for _ in range(share):
@@ -147,22 +226,12 @@ def run_script(
         state = "failed" if step == failing else "succeeded"
         if outcome == "canceled" and step == len(nodes) - 1:
             state = status_spelling("canceled", options)
-        run.update_node(
-            step,
-            state_code=state,
-            ended_at=instant_text(node_end, style),
-            duration_ms=(node_end - node_start) // 1_000_000,
-        )
+        code, template, stage = failure or rng.choice(FAILURES)
+        message = template.format(node=name)
+        error = message if state == "failed" else None
+        node_ended(run, step, state, node_end, options, started_ns=node_start, error=error)
         if step == failing and outcome == "failed":
-            code, template, stage = failure or rng.choice(FAILURES)
-            message = template.format(node=name)
-            run.update(
-                status_code="failed",
-                ended_at=instant_text(node_end, style),
-                failure_code=code,
-                failure_message=message,
-                **{options.failure_stage_key: stage},
-            )
+            finish(run, "failed", node_end, options, rng, failure=(code, message, stage))
             meta = {"node": name, "step": step, "failure_code": code}
             write("error", f"Run failed: {message}", meta)
             return
@@ -170,25 +239,22 @@ def run_script(
         if outcome == "canceled" and step == len(nodes) - 1:
             break
     yield delay()
-    ended = instant_text(now(), style)
+    ended = now()
     if outcome == "failed":
         # A flow without nodes still fails, at dispatch.
         code, template, stage = failure or rng.choice(FAILURES)
         message = template.format(node="-")
-        changes: dict[str, Any] = {"failure_code": code, "failure_message": message}
-        run.update(
-            status_code="failed", ended_at=ended, **changes, **{options.failure_stage_key: stage}
-        )
+        finish(run, "failed", ended, options, rng, failure=(code, message, stage))
         write("error", f"Run failed: {message}", {"failure_code": code})
     elif outcome == "canceled":
-        run.update(status_code=status_spelling("canceled", options), ended_at=ended)
+        finish(run, "canceled", ended, options, rng)
         write("warning", "Run canceled by user", {"stage": "cancel"})
     elif outcome == "partial_succeeded":
-        run.update(status_code="partial_succeeded", ended_at=ended, outputs={"partial": True})
+        finish(run, "partial_succeeded", ended, options, rng, output={"partial": True})
         write("warning", "Run partially succeeded: one node failed", {"stage": "finish"})
     else:
-        outputs = {"summary": "Extracted 14 fields", "fields": 14, "tokens": rng.randint(500, 9000)}
-        run.update(status_code="succeeded", ended_at=ended, outputs=outputs)
+        output = {"summary": "Extracted 14 fields", "fields": 14, "tokens": rng.randint(500, 9000)}
+        finish(run, "succeeded", ended, options, rng, output=output)
         write("info", "Run succeeded", {"stage": "finish"})
 
 
@@ -207,6 +273,10 @@ def play_instantly(
         # Start far enough back that the whole life lies in the past, hence is visible now.
         start_ns = world.now() - (4 + 2 * len(NODE_KINDS) + lines + 2) * _STEP_NS
     run = world.start_run(run_id=run_id, flow=flow)
+    # Created when its life begins, not when the sandbox was asked to play it.
+    created = instant_text(start_ns, world.options.timestamp_style)
+    nodes = [{**node, "created_at": created} for node in run.doc["node_runs"]]
+    run.update(created_at=created, node_runs=nodes)
     virtual = [start_ns]
 
     def now() -> int:

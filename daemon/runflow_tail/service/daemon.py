@@ -185,7 +185,7 @@ class Daemon:
             self._start(self._deliveries, name, _Running(delivery), delivery.run)
         wanted = {stream.name: stream for stream in settings.streams}
         for name in list(self._pollers):
-            if new_client or wanted.get(name) != self._pollers[name].worker.stream:
+            if new_client or wanted.get(name) != self._pollers[name].worker.configured:
                 await self._stop_poller(name)
         if new_client:
             if self._client is not None:
@@ -348,7 +348,7 @@ class Daemon:
         """Why the daemon is not ready (empty when it is): each stream that has not polled
         successfully within ``ready_poll_multiplier`` times its interval or has a problem a
         person must fix, each sink failing for longer than ``ready_sink_failing_after``,
-        and a full journal."""
+        a full journal, and each alert rule that names run fields the API's runs lack."""
         settings = self.settings.server
         timeout = self.settings.api.timeout
         now = anyio.current_time()
@@ -373,6 +373,9 @@ class Daemon:
                 )
         if self.journal is not None and self.journal.full:
             problems.append("journal full: polling is paused until sinks catch up")
+        engine = self._engines.get("alerts")
+        if engine is not None:
+            problems += engine.worker.problems
         return problems
 
     def status_line(self) -> str:

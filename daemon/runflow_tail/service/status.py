@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from runflow_tail.alerts.state import FIELDS_KEY, decode_problem
 from runflow_tail.config.model import Settings
 from runflow_tail.errors import JournalUnreadable
 from runflow_tail.journal import CursorState, JournalStore, is_locked
@@ -16,8 +17,9 @@ from runflow_tail.times import NS_PER_SECOND, format_instant
 
 def snapshot(store: JournalStore, settings: Settings, state_dir: Path) -> dict[str, Any]:
     """Each stream's health, strategy, watermark and lag; each sink's offset, backlog and
-    dead letters; the journal's size. Read from the journal, so it works with or without
-    a daemon running (SQLite WAL lets a second reader in)."""
+    dead letters; alert rules naming run fields the API's runs lack; the journal's size.
+    Read from the journal, so it works with or without a daemon running (SQLite WAL lets
+    a second reader in)."""
     try:
         cursors = store.list_cursors()
         offsets = store.offsets()
@@ -41,6 +43,11 @@ def snapshot(store: JournalStore, settings: Settings, state_dir: Path) -> dict[s
                     "dead_letters": dead.get(name, 0),
                 }
             )
+        alerts = [
+            {"rule": rule, "problem": decode_problem(raw).get("problem")}
+            for (rule, key), raw in sorted(store.load_alert_state().items())
+            if key == FIELDS_KEY
+        ]
         return {
             "state_dir": str(state_dir),
             "daemon_running": is_locked(state_dir),
@@ -49,6 +56,7 @@ def snapshot(store: JournalStore, settings: Settings, state_dir: Path) -> dict[s
             "last_seq": store.max_seq(),
             "streams": streams,
             "sinks": sinks,
+            "alert_problems": alerts,
         }
     except sqlite3.DatabaseError as exc:
         raise JournalUnreadable(f"the journal in {state_dir} is unreadable ({exc})") from exc

@@ -128,6 +128,13 @@ def defuse_fences(text: str) -> str:
     return text.replace("```", "`\u200b`\u200b`")
 
 
+def model_name(run: Mapping[str, Any]) -> str | None:
+    """The run's model name: how people know a run (the API names no flow and no run)."""
+    model = run.get("model")
+    name = model.get("name") if isinstance(model, Mapping) else None
+    return name if isinstance(name, str) and name else None
+
+
 def describe_duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"

@@ -22,6 +22,7 @@ from runflow_tail.sinks.alerting import (
     check_webhook_url,
     defuse_fences,
     describe_duration,
+    model_name,
     truncate,
 )
 
@@ -103,6 +104,8 @@ def discord_message(alert: Mapping[str, Any], username: str = "runflow-tail") ->
         embed["description"] = description
     if isinstance(alert.get("fired_at"), str):
         embed["timestamp"] = alert["fired_at"]
+    if isinstance(alert.get("link"), str) and alert["link"]:
+        embed["url"] = alert["link"]  # the title links to the run
     return {"username": username, "allowed_mentions": {"parse": []}, "embeds": [embed]}
 
 
@@ -129,13 +132,14 @@ def _fields(run: Any) -> list[dict[str, Any]]:
         return []
     duration = run.get("duration_seconds")
     pairs = [
-        ("Status", run.get("status_code")),
-        ("Flow", run.get("flow_name") or run.get("flow_id")),
+        ("Outcome", run.get("outcome")),
+        ("Model", model_name(run)),
+        ("Flow", run.get("flow_id")),
         ("Failure code", run.get("failure_code")),
         ("Failure stage", run.get("failure_stage_code")),
         ("Duration", describe_duration(duration) if duration is not None else None),
+        ("Ended", run.get("completed_at")),
         ("Run", run.get("id")),
-        ("Model", run.get("model_id")),
     ]
     return [
         {

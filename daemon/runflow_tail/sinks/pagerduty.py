@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import HttpUrl, SecretStr, field_validator
 
-from runflow_tail.sinks.alerting import AlertPoster, AlertSinkConfigBase, truncate
+from runflow_tail.sinks.alerting import AlertPoster, AlertSinkConfigBase, model_name, truncate
 
 DEFAULT_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 SUMMARY_MAX = 1024
@@ -94,22 +94,26 @@ def pagerduty_event(alert: Mapping[str, Any], routing_key: str, source: str) -> 
         "severity": severity if severity in SEVERITIES else "error",
         "custom_details": {
             key: alert.get(key)
-            for key in ("text", "rule", "group", "run", "lines", "counts", "items")
+            for key in ("text", "rule", "group", "run", "link", "lines", "counts", "items")
             if alert.get(key) not in (None, [], {})
         },
     }
     if isinstance(alert.get("fired_at"), str):
         payload["timestamp"] = alert["fired_at"]
-    if run.get("flow_name") or run.get("flow_id"):
-        payload["component"] = truncate(str(run.get("flow_name") or run.get("flow_id")), FIELD_MAX)
+    component = model_name(run) or run.get("flow_id")
+    if component:
+        payload["component"] = truncate(str(component), FIELD_MAX)
     if alert.get("rule"):
         payload["group"] = truncate(str(alert["rule"]), FIELD_MAX)
     if run.get("failure_code"):
         payload["class"] = truncate(str(run["failure_code"]), FIELD_MAX)
-    return {
+    event: dict[str, Any] = {
         "routing_key": routing_key,
         "event_action": "trigger",
         "dedup_key": dedup,
         "payload": payload,
         "client": "runflow-tail",
     }
+    if isinstance(alert.get("link"), str) and alert["link"]:
+        event["links"] = [{"href": alert["link"], "text": "The run"}]
+    return event

@@ -1,7 +1,8 @@
 """The Slack sink: each alert as a Block Kit message to a Slack incoming webhook.
 
-Layout: a header (the title), a section (the text), a section of fields (run status,
-flow, failure code, duration, ...), a section quoting the triggering log lines, and a
+Layout: a header (the title), a section (the text), a section of fields (the run's
+outcome, model name, flow id, failure, start, end and duration, and its id, linked when
+the rule has a ``link``), a section quoting the triggering log lines, and a
 context line (rule, group, counts). Block Kit's limits are kept: header text ≤ 150
 characters, section text ≤ 3000, field texts ≤ 2000 and ≤ 10 fields, ≤ 10 context
 elements, ≤ 50 blocks. All text is escaped (``&``, ``<``, ``>``), so a log line saying
@@ -22,6 +23,7 @@ from runflow_tail.sinks.alerting import (
     check_webhook_url,
     defuse_fences,
     describe_duration,
+    model_name,
     truncate,
 )
 
@@ -91,7 +93,7 @@ def slack_message(alert: Mapping[str, Any]) -> dict[str, Any]:
     ]
     if text.strip():
         blocks.append(_section(fit(text, SECTION_MAX)))
-    fields = _run_fields(alert.get("run"))
+    fields = _run_fields(alert.get("run"), alert.get("link"))
     if fields:
         blocks.append({"type": "section", "fields": fields})
     lines = [line for line in alert.get("lines") or () if isinstance(line, Mapping)]
@@ -119,31 +121,30 @@ def _section(text: str) -> dict[str, Any]:
     return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
 
 
-def _run_fields(run: Any) -> list[dict[str, str]]:
+def _run_fields(run: Any, link: Any) -> list[dict[str, str]]:
     if not isinstance(run, Mapping) or not run.get("id"):
         return []
+    duration = run.get("duration_seconds")
     pairs = [
-        ("Status", run.get("status_code")),
-        ("Flow", run.get("flow_name") or run.get("flow_id")),
+        ("Outcome", run.get("outcome")),
+        ("Model", model_name(run)),
+        ("Flow", run.get("flow_id")),
         ("Failure code", run.get("failure_code")),
         ("Failure stage", run.get("failure_stage_code")),
-        (
-            "Duration",
-            describe_duration(run["duration_seconds"])
-            if run.get("duration_seconds") is not None
-            else None,
-        ),
+        ("Duration", describe_duration(duration) if duration is not None else None),
         ("Started", run.get("started_at")),
-        ("Ended", run.get("ended_at")),
-        ("Run", run.get("id")),
-        ("Flow id", run.get("flow_id") if run.get("flow_name") else None),
-        ("Model", run.get("model_id")),
+        ("Ended", run.get("completed_at")),
     ]
-    return [
+    fields = [
         {"type": "mrkdwn", "text": fit(f"*{name}*\n{value}", FIELD_MAX)}
         for name, value in pairs
         if value not in (None, "")
-    ][:MAX_FIELDS]
+    ][: MAX_FIELDS - 1]
+    run_id = fit(str(run["id"]), 200)
+    if isinstance(link, str) and link and len(link) < FIELD_MAX - 250:
+        # A link is the one place a raw < and > belong; the URL holds neither, nor a |.
+        run_id = f"<{link.replace('&', '&amp;')}|{run_id}>"
+    return [*fields, {"type": "mrkdwn", "text": f"*Run*\n{run_id}"}]
 
 
 def _quote_lines(lines: list[Mapping[str, Any]]) -> str:

@@ -39,7 +39,7 @@ class StdoutSinkConfig(SinkConfigBase):
     type: Literal["stdout"] = "stdout"
     format: Literal["json", "logfmt", "pretty", "template"] = "pretty"
     template: str = "{timestamp} {level_code} {message}"
-    """Used by format = "template": `{field}` or `{run.status_code}`; missing fields print empty."""
+    """Used by format = "template": `{field}`, `{run.failure_code}`; missing fields print empty."""
     color: Color = "auto"
     """Color for `pretty`: only on a TTY (auto), always, or never. NO_COLOR turns auto off."""
     utc: bool = False
