@@ -16,15 +16,25 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from bench import profile, report, sections, sinks
+from bench import profile, real_world, report, sections, sinks
 from bench.procs import ROOT, Sandbox
 
-SECTIONS = ("drain", "live", "idle", "slow_sink", "latency_bound", "sinks")
+SECTIONS = (
+    "drain",
+    "live",
+    "idle",
+    "slow_sink",
+    "latency_bound",
+    "sparse",
+    "rate_limited",
+    "sinks",
+)
 ALIASES = {
     "slow": "slow_sink",
     "slow-sink": "slow_sink",
     "latency": "latency_bound",
     "latency-bound": "latency_bound",
+    "rate-limited": "rate_limited",
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -135,6 +145,13 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
             attempt(
                 "latency_bound",
                 lambda: {"latency_bound": sections.latency_bound(sandbox, plan, log)},
+            )
+        if "sparse" in wanted:
+            attempt("sparse", lambda: {"sparse": real_world.sparse(sandbox, plan, log)})
+        if "rate_limited" in wanted:
+            attempt(
+                "rate_limited",
+                lambda: {"rate_limited": real_world.rate_limited(sandbox, plan, log)},
             )
         if "sinks" in wanted:
             attempt("sinks", lambda: {"sinks": sinks.sinks(sandbox, plan, log)})

@@ -137,13 +137,22 @@ class Sandbox:
 
     def clear(self) -> None:
         self._call("DELETE", "/_sandbox/entries")
-        self._call("PATCH", "/_sandbox/options", {"latency": 0.0})
+        self._call(
+            "PATCH",
+            "/_sandbox/options",
+            {"latency": 0.0, "fault_429_every": None, "retry_after": None},
+        )
         self.reset_stats()
 
     def generate(self, count: int, **spec: Any) -> dict[str, Any]:
         result: dict[str, Any] = self._call(
             "POST", "/_sandbox/entries", {"generate": {"count": count, **spec}}
         )
+        return result
+
+    def clusters(self, ages: list[float], entries: int, **spec: Any) -> dict[str, Any]:
+        body = {"clusters": {"ages": ages, "entries": entries, **spec}}
+        result: dict[str, Any] = self._call("POST", "/_sandbox/entries", body)
         return result
 
     def append(self, entries: list[dict[str, Any]]) -> list[str]:

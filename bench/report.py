@@ -23,6 +23,11 @@ class Row:
     result: str = ""
 
 
+SPARSE_REQUESTS_PER_PAGE = 1.5
+SPARSE_SLOWER = 1.3
+RATE_LIMITED_RATIO = 0.7
+
+
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
@@ -91,6 +96,33 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         # ratio is reported but judged n/a (the sandbox sees one request in flight).
         ok = ratio >= PARALLEL_SPEEDUP if bound["product_parallel"] else None
         check("latency-bound: parallel / sequential", ratio, f">= {PARALLEL_SPEEDUP:g}", ok)
+    sparse = results.get("sparse")
+    if sparse:
+        cost = sparse["requests_per_page"]
+        check(
+            "sparse: API requests per page",
+            cost,
+            f"<= {SPARSE_REQUESTS_PER_PAGE:g}",
+            cost <= SPARSE_REQUESTS_PER_PAGE,
+        )
+        slower = sparse["seconds_vs_ideal"]
+        check(
+            "sparse: drain seconds / (pages / rate)",
+            slower,
+            f"<= {SPARSE_SLOWER:g}",
+            slower <= SPARSE_SLOWER,
+        )
+    limited = results.get("rate_limited")
+    if limited:
+        early = limited["product"]["requests_before_retry_after"]
+        check("rate-limited: requests inside a Retry-After", early, "= 0", early == 0)
+        ratio = limited["product_vs_allowed"]
+        check(
+            "rate-limited: product / patient client",
+            ratio,
+            f">= {RATE_LIMITED_RATIO:g}",
+            ratio >= RATE_LIMITED_RATIO,
+        )
     return checks
 
 
@@ -193,6 +225,38 @@ def rows(results: dict[str, Any], checks: list[dict[str, Any]]) -> list[Row]:
             ),
             Row("", "sequential limit entries/s", _num(sequential["entries_per_s"])),
             judged("", "parallel / sequential", "latency-bound: parallel / sequential"),
+        ]
+    sparse = results.get("sparse")
+    if sparse:
+        product = sparse["product"]
+        table += [
+            Row(
+                f"sparse ({sparse['entries']:,} in 5 bursts)",
+                "drain seconds / API requests",
+                f"{product['seconds']:.1f} s / {product['api_requests']}",
+            ),
+            Row(
+                "",
+                "pages / ideal seconds",
+                f"{sparse['pages']} / {sparse['pages'] / sparse['rate']:.1f} s",
+            ),
+            judged("", "requests per page", "sparse: API requests per page"),
+            judged("", "seconds / (pages / rate)", "sparse: drain seconds / (pages / rate)"),
+        ]
+    limited = results.get("rate_limited")
+    if limited:
+        product, patient = limited["product"], limited["patient_client"]
+        table += [
+            Row(
+                f"rate-limited ({limited['entries']:,}, 429 1-in-6)",
+                "product entries/s (requests)",
+                f"{_num(product['entries_per_s'])} ({product['api_requests']})",
+            ),
+            Row("", "patient client entries/s", _num(patient["entries_per_s"])),
+            judged(
+                "", "requests inside Retry-After", "rate-limited: requests inside a Retry-After", 0
+            ),
+            judged("", "product / patient client", "rate-limited: product / patient client"),
         ]
     measured = results.get("sinks")
     if measured:

@@ -47,6 +47,8 @@ class Plan:
     latency_entries: int = 20_000
     latency: float = 0.1
     sink_entries: int = 50_000
+    sparse_cluster_entries: int = 4_000
+    rate_limited_entries: int = 30_000
 
     @classmethod
     def quick(cls) -> Plan:
@@ -58,6 +60,8 @@ class Plan:
             slow_seconds=3.0,
             latency_entries=2_000,
             sink_entries=2_000,
+            sparse_cluster_entries=400,
+            rate_limited_entries=1_500,
         )
 
 
@@ -129,6 +133,7 @@ def product_drain(
     work: Path,
     *,
     wrapper: Callable[[int], Callable[[], None]] | None = None,
+    max_requests_per_second: float = 1000,
 ) -> dict[str, Any]:
     """``runflow-tail run`` from the beginning until the file holds ``count`` lines.
 
@@ -144,6 +149,7 @@ def product_drain(
         # The journal's default cap (1 GiB) would pause a full-object drain of 200k
         # entries halfway; this measures throughput, not the cap.
         state={"max_journal_bytes": "16GiB"},
+        max_requests_per_second=max_requests_per_second,
     )
     sandbox.reset_stats()
     sandbox_cpu = sandbox.cpu_seconds()
@@ -179,6 +185,7 @@ def product_drain(
         "startup_seconds": round(first_request - daemon.started_at, 3),
         "entries_per_s": round(count / seconds, 1),
         "api_requests": stats["logs_requests"],
+        "requests_before_retry_after": stats.get("requests_before_retry_after", 0),
         "bytes_read": bench["response_bytes"],
         "max_requests_in_flight": bench["max_in_flight"],
         "cpu_seconds": round(cpu_at_done, 2),
@@ -353,6 +360,7 @@ def idle(sandbox: Sandbox, plan: Plan, daemon: Daemon, log: Log) -> dict[str, An
         # Each poll re-reads the entries of the last `lookback` seconds before the newest
         # one (the watermark does not move while nothing is new): this shows their cost.
         "api_requests": stats["logs_requests"],
+        "requests_before_retry_after": stats.get("requests_before_retry_after", 0),
         "bytes_read": stats["bench"]["response_bytes"],
         "rss_mb": round(daemon.rss_mb(), 1),
     }
