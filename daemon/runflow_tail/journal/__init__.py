@@ -19,6 +19,7 @@ from typing import ParamSpec, TypeVar
 import anyio
 import anyio.lowlevel
 
+from runflow_tail.journal.backend import Store
 from runflow_tail.journal.dead_letters import DeadLetter
 from runflow_tail.journal.lock import StateDirLock, is_locked
 from runflow_tail.journal.recent import RecentEntries
@@ -34,6 +35,7 @@ __all__ = [
     "Journal",
     "JournalStore",
     "StateDirLock",
+    "Store",
     "is_locked",
 ]
 
@@ -46,7 +48,7 @@ log = get_logger(__name__)
 
 
 class Journal:
-    def __init__(self, store: JournalStore, *, max_bytes: int, dedup_window_ns: int) -> None:
+    def __init__(self, store: Store, *, max_bytes: int, dedup_window_ns: int) -> None:
         self._store = store
         self.max_bytes = max_bytes
         self._dedup_window_ns = dedup_window_ns

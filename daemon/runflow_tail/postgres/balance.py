@@ -1,0 +1,96 @@
+"""Who should own what: each member's fair share of the streams and of the sinks.
+
+The Kinesis Client Library's rule, without stealing: with ``M`` live members and ``N``
+leases of a kind, each member aims for ``ceil(N / M)`` of that kind. A member below its
+share claims leases that are free or expired; one above it hands one over per round
+(its worker stops gracefully, then the lease is released for another to claim). Because
+every member computes the same share from the same rows, they converge without talking
+to each other, and a live lease is never taken from its owner.
+
+Pinned sinks (``pin``) are claimed by the members they name, whatever the share, and
+never handed over for balance. The alert engine's lease is one of its kind: whoever
+claims it first keeps it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+
+from runflow_tail.ownership import lease_kind
+from runflow_tail.postgres.leases import LeaseRow
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """The leases this member's configuration has, and which of them are pinned
+    (``True``: pinned here; ``False``: pinned elsewhere, never claimed here)."""
+
+    leases: Collection[str]
+    pinned: Mapping[str, bool] = field(default_factory=dict)
+
+    def eligible(self, lease: str) -> bool:
+        return self.pinned.get(lease, True)
+
+
+@dataclass(frozen=True)
+class Plan:
+    claim: list[str]
+    release: list[str]
+    wake_in: float | None
+    """Seconds until a lease this member would claim expires (a dead owner's), if sooner
+    than the next round: claiming right then keeps failover within the lease time."""
+
+
+def plan(
+    *,
+    me: str,
+    wanted: Wanted,
+    held: Collection[str],
+    rows: Mapping[str, LeaseRow],
+    live_members: int,
+) -> Plan:
+    claim: list[str] = []
+    release = [lease for lease in held if lease not in wanted.leases]
+    members = max(1, live_members)
+    for kind in ("stream", "sink", "alerts"):
+        shared = [
+            lease
+            for lease in wanted.leases
+            if lease_kind(lease) == kind and lease not in wanted.pinned
+        ]
+        target = math.ceil(len(shared) / members)
+        mine = [lease for lease in shared if lease in held]
+        free = [lease for lease in shared if lease not in held and _claimable(rows.get(lease))]
+        # Members try leases in different orders, so those claiming at once rarely collide.
+        free.sort(key=lambda lease: _spread(me, lease))
+        if len(mine) < target:
+            claim += free[: target - len(mine)]
+        elif len(mine) > target and not free:
+            # Only when nothing is waiting to be claimed: a member that just joined (or
+            # one that came back) takes the free leases first.
+            release.append(max(mine, key=lambda lease: _spread(me, lease)))
+    for lease, here in wanted.pinned.items():
+        if here and lease in wanted.leases and lease not in held and _claimable(rows.get(lease)):
+            claim.append(lease)
+    # A lease that expires before the next round belongs to a member that stopped renewing
+    # (its heartbeat expires at the same moment): look again right then.
+    waits = [
+        row.expires_in
+        for lease in wanted.leases
+        if lease not in held
+        and wanted.eligible(lease)
+        and (row := rows.get(lease)) is not None
+        and row.live
+    ]
+    return Plan(claim, release, min(waits) if waits else None)
+
+
+def _claimable(row: LeaseRow | None) -> bool:
+    return row is None or not row.live
+
+
+def _spread(me: str, lease: str) -> bytes:
+    return hashlib.blake2b(f"{me}\n{lease}".encode(), digest_size=8).digest()
