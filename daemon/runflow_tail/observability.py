@@ -43,7 +43,7 @@ def configure_logging(
     )
     # Libraries we use log through stdlib logging; keep them quiet unless debugging.
     logging.basicConfig(level=logging.WARNING, stream=output, format="%(name)s: %(message)s")
-    for noisy in ("httpx", "httpcore", "uvicorn.access"):
+    for noisy in ("httpx", "httpcore", "uvicorn.access", "psycopg"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
 
 

@@ -23,8 +23,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import anyio
+import psycopg
+import psycopg.sql
 import pytest
+from pydantic import SecretStr
+from runflow_tail.config.model import StateSettings
+from runflow_tail.postgres import Database, Fences
+from runflow_tail.postgres.leases import Identity, LeaseBook
 
 START_TIMEOUT = 30.0
 _databases = itertools.count(1)
@@ -79,15 +87,15 @@ class PostgresServer:
             capture_output=True,
         )
 
-    def init(self, hba: str = "") -> None:
+    def init(self, hba: str = "", *, host_auth: str = "trust") -> None:
         self._as_server_user(
             "initdb",
             "-D",
             str(self.directory / "data"),
             "-U",
             "postgres",
-            "-A",
-            "trust",
+            "--auth-local=trust",
+            f"--auth-host={host_auth}",
             "-E",
             "UTF8",
             "--locale=C.UTF-8",
@@ -128,10 +136,8 @@ class PostgresServer:
         log.close()
         deadline = time.monotonic() + START_TIMEOUT
         while True:
-            ready = subprocess.run(
-                [str(self.bin / "pg_isready"), "-q", "-h", str(self.directory), "-p", str(self.port)],
-                check=False,
-            )
+            where = ["-h", str(self.directory), "-p", str(self.port)]
+            ready = subprocess.run([str(self.bin / "pg_isready"), "-q", *where], check=False)
             if ready.returncode == 0:
                 return
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -190,7 +196,9 @@ class PostgresServer:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def make_server(*, listen: tuple[str, ...] = ("127.0.0.1",), hba: str = "") -> PostgresServer:
+def make_server(
+    *, listen: tuple[str, ...] = ("127.0.0.1",), hba: str = "", host_auth: str = "trust"
+) -> PostgresServer:
     """A started server. Its directory comes from ``tempfile`` and is handed to the server's
     user: pytest's ``tmp_path`` lives under a 0700 directory that user cannot enter."""
     bin_dir = require_server()
@@ -201,7 +209,7 @@ def make_server(*, listen: tuple[str, ...] = ("127.0.0.1",), hba: str = "") -> P
         os.chown(directory, account.pw_uid, account.pw_gid)
     server = PostgresServer(directory, free_port(), user, listen=listen, bin=bin_dir)
     try:
-        server.init(hba)
+        server.init(hba, host_auth=host_auth)
         server.start()
     except BaseException:
         server.destroy()
@@ -247,3 +255,37 @@ def signal_server(server: PostgresServer, how: signal.Signals) -> None:
     for pid in [server.process.pid, *map(int, children)]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, how)
+
+
+def postgres_state(dsn: str, **options: Any) -> StateSettings:
+    """``[state]`` for the PostgreSQL backend with short leases (tests)."""
+    return StateSettings(backend="postgres", dsn=SecretStr(dsn), **{"lease_ttl": 2.0, **options})
+
+
+def claim(database: Database, fences: Fences, *leases: str) -> dict[str, int]:
+    """Claim ``leases`` as ``fences``' member (as the lease manager would) and hold them."""
+    name = fences.member_id.partition("/")[0]
+    book = LeaseBook(database, Identity(fences.member_id, name, "test-host", os.getpid()))
+
+    async def take() -> dict[str, int]:
+        try:
+            await book.renew({})
+            return await book.claim(list(leases))
+        finally:
+            await book.aclose()
+
+    claimed = anyio.run(take)
+    for lease, epoch in claimed.items():
+        fences.hold(lease, epoch)
+    return claimed
+
+
+def expire(dsn: str, *leases: str, schema: str = "runflow_tail") -> None:
+    """Make leases expire now (as if their owner stopped renewing a lease time ago)."""
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute(
+            psycopg.sql.SQL("UPDATE {}.leases SET expires_at = now() WHERE name = ANY(%s)").format(
+                psycopg.sql.Identifier(schema)
+            ),
+            (list(leases),),
+        )

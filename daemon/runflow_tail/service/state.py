@@ -1,0 +1,81 @@
+"""Opening the daemon's state: SQLite in the state directory (one daemon; its lock says
+so), or PostgreSQL shared with other daemons (leases say which one works on what).
+
+The PostgreSQL package is imported only here, and only when ``state.backend`` names it:
+psycopg is an optional extra, and a daemon on SQLite never loads it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from runflow_tail.config.model import Settings
+from runflow_tail.errors import LeaseLost
+from runflow_tail.journal import Journal, StateDirLock
+from runflow_tail.metrics import Metrics
+from runflow_tail.ownership import ALERTS_LEASE, Ownership, sink_lease, stream_lease
+
+
+@contextlib.asynccontextmanager
+async def open_state(
+    settings: Settings, state_dir: Path, metrics: Metrics
+) -> AsyncIterator[tuple[Journal, Ownership | None]]:
+    """The journal, and the lease manager when daemons share a PostgreSQL state."""
+    state = settings.state
+    if state.backend == "sqlite":
+        with StateDirLock(state_dir):
+            journal = await Journal.open(
+                state_dir, max_bytes=state.max_journal_bytes, dedup_window=state.dedup_window
+            )
+            try:
+                yield journal, None
+            finally:
+                await journal.aclose()
+        return
+    # The one lazy import of this layer: psycopg is an optional extra (tests/base/test_layers.py).
+    from runflow_tail import postgres
+
+    journal, cluster = await postgres.open_cluster(state, metrics)
+    try:
+        yield journal, cluster
+    finally:
+        with anyio.CancelScope(shield=True):
+            await cluster.aclose()
+            await journal.aclose()
+
+
+def wanted_leases(settings: Settings) -> tuple[list[str], dict[str, str]]:
+    """The leases ``settings`` has (every stream, every sink some stream reaches, the alert
+    engine when there are rules), and the sinks pinned to a member or host."""
+    leases = [stream_lease(stream.name) for stream in settings.streams]
+    leases += [sink_lease(name) for name in settings.sinks if settings.streams_for_sink(name)]
+    if settings.alerts:
+        leases.append(ALERTS_LEASE)
+    pins = {sink_lease(name): sink.pin for name, sink in settings.sinks.items() if sink.pin}
+    return leases, pins
+
+
+def lease_lost_in(exc: BaseException) -> LeaseLost | None:
+    """The ``LeaseLost`` that ended a worker, also from inside a task group's exception
+    group (one holding nothing else but cancellations)."""
+    if isinstance(exc, LeaseLost):
+        return exc
+    if not isinstance(exc, BaseExceptionGroup):
+        return None
+    found: list[LeaseLost] = []
+    for inner in exc.exceptions:
+        lost = lease_lost_in(inner)
+        if lost is not None:
+            found.append(lost)
+        elif not isinstance(inner, anyio.get_cancelled_exc_class()):
+            return None
+    return found[0] if found else None
+
+
+def describe(ownership: Ownership | None) -> dict[str, Any]:
+    return {} if ownership is None else ownership.describe()
