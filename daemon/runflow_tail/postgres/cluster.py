@@ -26,7 +26,6 @@ connection pooler that does not pass LISTEN through, costs a second, not an entr
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -94,6 +93,9 @@ class Cluster:
         self._claimed = anyio.Event()
         self._reconcile = anyio.Event()
         self._closing = False
+        self._in_round = anyio.Lock()
+        """Held through each round, so that leaving waits for the one in flight (a round
+        after leaving would write this member's heartbeat back)."""
         self._failing_since: float | None = None
         self._failure: str | None = None
         self.snapshot: Snapshot | None = None
@@ -176,7 +178,10 @@ class Cluster:
         """One round; returns the seconds until the next one."""
         try:
             with anyio.fail_after(self.renew_every):
-                wake_in = await self._renew_and_balance()
+                async with self._in_round:
+                    if self._closing:
+                        return math.inf
+                    wake_in = await self._renew_and_balance()
         except (StateError, psycopg.Error, TimeoutError) as exc:
             self._round_failed(exc)
             return min(1.0, max(0.1, self.ttl / 10))
@@ -198,14 +203,20 @@ class Cluster:
         if gone:
             self._step_down(gone, "the database no longer has this member's lease")
         snapshot = self.snapshot = await self._book.snapshot()
-        if self._closing:
-            return None
         decided = plan(
             me=self.identity.id,
             wanted=self._wanted,
             held=set(self._held),
             rows=snapshot.leases,
             live_members=len(snapshot.live_members),
+        )
+        log.debug(
+            "cluster.round",
+            member=self.member,
+            members=len(snapshot.live_members),
+            held=sorted(self._held),
+            claim=decided.claim,
+            release=decided.release,
         )
         if decided.claim:
             sent = anyio.current_time()
@@ -303,17 +314,25 @@ class Cluster:
     async def release_all(self) -> None:
         """Shutdown, once the workers stopped: give everything back and leave."""
         self._closing = True
-        held = {lease: state.epoch for lease, state in self._held.items()}
-        for lease in held:
-            self.fences.drop(lease)
-        self._held.clear()
+        released: list[str] = []
         with anyio.move_on_after(self.renew_every, shield=True):
+            await self._in_round.acquire()  # kept: no round after this
+            held = {lease: state.epoch for lease, state in self._held.items()}
+            for lease in held:
+                self.fences.drop(lease)
+            self._held.clear()
             if held:
                 await self._release(held)
-            # Should it fail, the heartbeat expires on its own.
-            with contextlib.suppress(StateError, psycopg.Error):
+                released = sorted(held)
+            try:
                 await self._book.leave()
-        log.info("cluster.left", member=self.member, released=sorted(held))
+            except (StateError, psycopg.Error) as exc:
+                log.warning(
+                    "cluster.leave_failed",
+                    error=self.database.scrub(str(exc)),
+                    consequence="this member's heartbeat expires on its own",
+                )
+        log.info("cluster.left", member=self.member, released=released)
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
