@@ -15,6 +15,7 @@ from runflow_tail.cli import (
     alerts,
     check_config,
     checkpoint,
+    cluster,
     demo,
     health,
     replay,
@@ -34,7 +35,7 @@ Configuration: --config FILE (or RUNFLOW_TAIL_CONFIG), then RUNFLOW_TAIL_* envir
 variables (RUNFLOW_TAIL_API__TIMEOUT=10s), then flags. The API key comes from
 RUNFLOW_API_KEY, api.api_key_file, or systemd's $CREDENTIALS_DIRECTORY/runflow_api_key.
 """
-COMMANDS = (run, check_config, sandbox, demo, health, checkpoint, replay, tail, alerts)
+COMMANDS = (run, check_config, sandbox, demo, health, checkpoint, cluster, replay, tail, alerts)
 """In the order ``runflow-tail --help`` lists them."""
 
 

@@ -16,7 +16,7 @@ import anyio
 
 from runflow_tail.errors import SinkError
 from runflow_tail.filters import parse_filter
-from runflow_tail.journal import JournalStore
+from runflow_tail.journal import OperatorStore
 from runflow_tail.models import Entry
 from runflow_tail.sinks.base import Sink, SinkConfigBase
 
@@ -25,7 +25,7 @@ class ReplayStopped(SinkError):
     """The sink refused part of a replay; what was sent before it stays sent."""
 
 
-async def replay_dead_letters(store: JournalStore, sink: Sink, sink_name: str) -> tuple[int, int]:
+async def replay_dead_letters(store: OperatorStore, sink: Sink, sink_name: str) -> tuple[int, int]:
     """Send each dead letter of ``sink_name`` and delete it once sent: (letters, entries)."""
     letters = await anyio.to_thread.run_sync(store.dead_letters, sink_name)
     sent = 0
@@ -37,7 +37,7 @@ async def replay_dead_letters(store: JournalStore, sink: Sink, sink_name: str) -
 
 
 async def replay_range(
-    store: JournalStore,
+    store: OperatorStore,
     sink: Sink,
     config: SinkConfigBase,
     streams: Sequence[str],

@@ -19,7 +19,7 @@ from typing import ParamSpec, TypeVar
 import anyio
 import anyio.lowlevel
 
-from runflow_tail.journal.backend import Store
+from runflow_tail.journal.backend import OperatorStore, Store
 from runflow_tail.journal.dead_letters import DeadLetter
 from runflow_tail.journal.lock import StateDirLock, is_locked
 from runflow_tail.journal.recent import RecentEntries
@@ -34,6 +34,7 @@ __all__ = [
     "DeadLetter",
     "Journal",
     "JournalStore",
+    "OperatorStore",
     "StateDirLock",
     "Store",
     "is_locked",

@@ -1,6 +1,7 @@
 """What ``Journal`` needs of a store: the synchronous methods it calls from its worker and
-reader threads. ``store.JournalStore`` (SQLite) is one; ``postgres.store.PostgresStore``
-the other. Each method keeps the SQLite store's meaning, transaction for transaction.
+reader threads (and ``OperatorStore``: what the operator commands use besides).
+``store.JournalStore`` (SQLite) is one; ``postgres.store.PostgresStore`` the other. Each
+method keeps the SQLite store's meaning, transaction for transaction.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
+from runflow_tail.journal.dead_letters import DeadLetter
 from runflow_tail.journal.recent import Appended
 from runflow_tail.journal.store import CursorState
 from runflow_tail.models import Entry, FetchedEntry
@@ -62,3 +64,22 @@ class Store(Protocol):
     def size_bytes(self) -> int: ...
     def prune(self, stream: str, *, delivered_seq: int, older_than_ns: int) -> int: ...
     def drop_delivered_bytes(self, stream: str, *, delivered_seq: int) -> None: ...
+
+
+class OperatorStore(Store, Protocol):
+    """What the operator commands (``status``, ``checkpoint``, ``replay``) use besides."""
+
+    def delete_cursor(self, stream: str) -> None: ...
+    def entries_count(self) -> int: ...
+    def count_dead_letters(self) -> dict[str, int]: ...
+    def dead_letters(self, sink: str) -> list[DeadLetter]: ...
+    def delete_dead_letter(self, letter_id: int) -> None: ...
+    def read_range(
+        self,
+        streams: Sequence[str],
+        start_ns: int,
+        end_ns: int | None,
+        *,
+        after_seq: int,
+        limit: int,
+    ) -> list[Entry]: ...

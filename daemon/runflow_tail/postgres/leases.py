@@ -51,7 +51,7 @@ WITH me AS (
 SELECT coalesce(array_agg(name), '{}') FROM renewed
 """
 
-_CLAIM = b"""
+CLAIM = b"""
 INSERT INTO leases AS l (name, kind, owner, epoch, expires_at, acquired_at)
 SELECT u.name, u.kind, %(id)s, 1, now() + make_interval(secs => %(ttl)s), now()
   FROM unnest(%(names)s::text[], %(kinds)s::text[]) AS u(name, kind)
@@ -62,7 +62,7 @@ ON CONFLICT (name) DO UPDATE
 RETURNING name, epoch
 """
 
-_RELEASE = b"""
+RELEASE = b"""
 WITH released AS (
     UPDATE leases SET owner = NULL, expires_at = '-infinity'
      WHERE owner = %(id)s
@@ -79,7 +79,7 @@ WITH gone AS (DELETE FROM members WHERE id = %(id)s)
 SELECT pg_notify(%(channel)s, %(payload)s)
 """
 
-_LEASES = b"""
+LEASES = b"""
 SELECT l.name, l.kind, l.owner, m.name, m.host, l.epoch,
        CASE WHEN l.owner IS NULL OR NOT isfinite(l.expires_at) THEN 0
             ELSE extract(epoch FROM l.expires_at - now())::float8 END,
@@ -88,7 +88,7 @@ SELECT l.name, l.kind, l.owner, m.name, m.host, l.epoch,
  ORDER BY l.name
 """
 
-_MEMBERS = b"""
+MEMBERS = b"""
 SELECT id, name, host, pid, version, started_at,
        extract(epoch FROM expires_at - now())::float8
   FROM members ORDER BY name, started_at
@@ -183,7 +183,7 @@ class LeaseBook:
         """Claim what of ``names`` is free or expired; returns the epochs now held."""
         db = await self._db()
         cursor = await db.execute(
-            _CLAIM,
+            CLAIM,
             {
                 "id": self.me.id,
                 "ttl": self.database.lease_ttl,
@@ -196,7 +196,7 @@ class LeaseBook:
     async def release(self, held: Mapping[str, int]) -> int:
         db = await self._db()
         cursor = await db.execute(
-            _RELEASE,
+            RELEASE,
             {
                 "id": self.me.id,
                 "names": list(held),
@@ -235,7 +235,7 @@ async def read_snapshot(db: AsyncConnection) -> Snapshot:
     """Every lease and member row, with times relative to the database's clock."""
     leases = {
         row[0]: LeaseRow(row[0], row[1], row[2], row[3], row[4], int(row[5]), row[6], row[7])
-        for row in await (await db.execute(_LEASES)).fetchall()
+        for row in await (await db.execute(LEASES)).fetchall()
     }
-    members = [MemberRow(*row) for row in await (await db.execute(_MEMBERS)).fetchall()]
+    members = [MemberRow(*row) for row in await (await db.execute(MEMBERS)).fetchall()]
     return Snapshot(leases, members)

@@ -82,7 +82,7 @@ class Daemon(Reporting):
 
     async def run(self) -> None:
         async with open_state(self.settings, self.state_dir, self.metrics) as (journal, owner):
-            self.journal, self.ownership = journal, owner
+            self.journal, self.lease_manager = journal, owner
             try:
                 await self._supervise(self.journal)
             except BaseExceptionGroup as group:
@@ -106,8 +106,8 @@ class Daemon(Reporting):
                         serve_health, self, self.settings.server.listen
                     )
                 await self._apply(self.settings, first=True)
-                if self.ownership is not None:
-                    tg.start_soon(self.ownership.run, self)
+                if self.lease_manager is not None:
+                    tg.start_soon(self.lease_manager.run, self)
                 tg.start_soon(journal.maintain)
                 if self.options.handle_signals:
                     tg.start_soon(self._watch_signals, tg.cancel_scope)
@@ -121,8 +121,8 @@ class Daemon(Reporting):
                 if notifier is not None:
                     notifier.stopping()
                 await self._shut_down()
-                if self.ownership is not None:
-                    await self.ownership.release_all()
+                if self.lease_manager is not None:
+                    await self.lease_manager.release_all()
                 tg.cancel_scope.cancel()
         except* SinkClosedError:
             self.stop_reason = "output closed"
@@ -136,7 +136,7 @@ class Daemon(Reporting):
     # -- starting and stopping workers -------------------------------------------------
 
     def _owns(self, lease: str) -> bool:
-        return self.ownership is None or self.ownership.holds(lease)
+        return self.lease_manager is None or self.lease_manager.holds(lease)
 
     async def _apply(self, settings: Settings, *, first: bool = False, why: str = "") -> None:
         """Make the running pollers and deliveries match ``settings`` (and the leases
@@ -145,8 +145,8 @@ class Daemon(Reporting):
         old = self.settings
         self.settings = settings
         journal = self.journal
-        if self.ownership is not None:
-            self.ownership.want(*wanted_leases(settings))
+        if self.lease_manager is not None:
+            self.lease_manager.want(*wanted_leases(settings))
         self._forget_finished()
         # Retention looks after the streams polled here (it knows what they may re-read).
         subscriptions = {
@@ -216,9 +216,9 @@ class Daemon(Reporting):
         )
 
     def _where(self) -> dict[str, Any]:
-        if self.ownership is None:
+        if self.lease_manager is None:
             return {"state_dir": str(self.state_dir)}
-        return {"member": self.ownership.member}
+        return {"member": self.lease_manager.member}
 
     async def reconcile(self) -> None:
         """Run the workers of the leases held now (just claimed ones start here)."""

@@ -4,7 +4,8 @@
 /readyz tells the truth: 503 with every problem named while any stream has not polled
 successfully within ``ready_poll_multiplier`` times its interval (or has a configuration
 problem), any sink has been failing longer than ``ready_sink_failing_after``, or the
-journal is full.
+journal is full. With the PostgreSQL state it also says which member this is and which
+leases it holds (and a member that cannot reach the database, or renew, is not ready).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import socket
 import time
 from collections.abc import Generator
 from contextlib import contextmanager
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 import uvicorn
@@ -37,6 +38,10 @@ class Observed(Protocol):
 
     def readiness_problems(self) -> list[str]: ...
 
+    def ownership(self) -> dict[str, Any]:
+        """With several daemons sharing the state: this member and the leases it holds."""
+        ...
+
     async def render_metrics(self) -> bytes:
         """The Prometheus exposition, with state gauges brought up to date."""
         ...
@@ -48,9 +53,11 @@ def create_app(daemon: Observed) -> Starlette:
 
     async def readyz(request: Request) -> Response:
         problems = daemon.readiness_problems()
+        owned = daemon.ownership()
         if problems:
-            return JSONResponse({"status": "not ready", "problems": problems}, status_code=503)
-        return JSONResponse({"status": "ready"})
+            body = {"status": "not ready", "problems": problems, **owned}
+            return JSONResponse(body, status_code=503)
+        return JSONResponse({"status": "ready", **owned})
 
     async def metrics(request: Request) -> Response:
         return Response(await daemon.render_metrics(), media_type=PROMETHEUS_CONTENT_TYPE)

@@ -4,6 +4,7 @@ and the gauges refreshed before each /metrics scrape."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import anyio
 
@@ -50,8 +51,8 @@ class Reporting(Workers):
         engine = self._engines.get("alerts")
         if engine is not None:
             problems += engine.worker.problems
-        if self.ownership is not None:
-            problems += self.ownership.problems()
+        if self.lease_manager is not None:
+            problems += self.lease_manager.problems()
         return problems
 
     def status_line(self) -> str:
@@ -67,9 +68,13 @@ class Reporting(Workers):
         lag = f"; lag {max(lags):.1f}s" if lags else ""
         state = "ok" if not problems else f"{len(problems)} problem(s): {problems[0]}"
         member = ""
-        if self.ownership is not None:
-            member = f"member {self.ownership.member}: "
+        if self.lease_manager is not None:
+            member = f"member {self.lease_manager.member}: "
         return f"{member}{len(self._pollers)} stream(s), {delivered} delivered{lag}; {state}"
+
+    def ownership(self) -> dict[str, Any]:
+        """This member and its leases (PostgreSQL state); nothing with SQLite."""
+        return {} if self.lease_manager is None else self.lease_manager.describe()
 
     async def render_metrics(self) -> bytes:
         await self.refresh_gauges()
@@ -91,5 +96,5 @@ class Reporting(Workers):
             backlog = await journal.backlog(delivery.health.offset, delivery.streams)
             self.metrics.backlog.labels(delivery.name).set(backlog)
         self.metrics.journal_bytes.set(await journal.measure_size())
-        if self.ownership is not None:
-            self.ownership.refresh_metrics()
+        if self.lease_manager is not None:
+            self.lease_manager.refresh_metrics()

@@ -1,5 +1,6 @@
-"""Opening the daemon's state: SQLite in the state directory (one daemon; its lock says
-so), or PostgreSQL shared with other daemons (leases say which one works on what).
+"""Opening the state: SQLite in the state directory (one daemon; its lock says so), or
+PostgreSQL shared with other daemons (leases say which one works on what); for the
+daemon, and for the operator commands that run beside it.
 
 The PostgreSQL package is imported only here, and only when ``state.backend`` names it:
 psycopg is an optional extra, and a daemon on SQLite never loads it.
@@ -8,15 +9,15 @@ psycopg is an optional extra, and a daemon on SQLite never loads it.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 
 from runflow_tail.config.model import Settings
-from runflow_tail.errors import LeaseLost
-from runflow_tail.journal import Journal, StateDirLock
+from runflow_tail.errors import LeaseLost, RunflowTailError
+from runflow_tail.journal import Journal, OperatorStore, StateDirLock
 from runflow_tail.metrics import Metrics
 from runflow_tail.ownership import ALERTS_LEASE, Ownership, sink_lease, stream_lease
 
@@ -37,9 +38,7 @@ async def open_state(
             finally:
                 await journal.aclose()
         return
-    # The one lazy import of this layer: psycopg is an optional extra (tests/base/test_layers.py).
-    from runflow_tail import postgres
-
+    postgres = _postgres()
     journal, cluster = await postgres.open_cluster(state, metrics)
     try:
         yield journal, cluster
@@ -47,6 +46,43 @@ async def open_state(
         with anyio.CancelScope(shield=True):
             await cluster.aclose()
             await journal.aclose()
+
+
+def _postgres() -> Any:
+    # The one lazy import of this layer: psycopg is an optional extra (tests/base/test_layers.py).
+    import runflow_tail.postgres
+    import runflow_tail.postgres.operator
+
+    return runflow_tail.postgres
+
+
+def open_shared_store(settings: Settings) -> OperatorStore:
+    """The PostgreSQL store for an operator command; ``StateError`` (exit 3) with what to
+    fix when the database cannot be reached or refuses the login."""
+    postgres = _postgres()
+    state = settings.state
+    store: OperatorStore = postgres.operator.open_operator_store(
+        state, postgres.identity(state, role="cli-")
+    )
+    return store
+
+
+def cluster_overview(store: OperatorStore) -> dict[str, Any]:
+    """Members, leases, lag and backlog of a PostgreSQL state (``runflow-tail cluster``)."""
+    overview: dict[str, Any] = _postgres().operator.overview(store)
+    return overview
+
+
+@contextlib.contextmanager
+def holding_stream(store: OperatorStore, stream: str) -> Iterator[None]:
+    """The stream's lease, held while an operator moves its checkpoint (PostgreSQL)."""
+    with _postgres().operator.holding(store, stream_lease(stream)):
+        yield
+
+
+def refuse_reset_all() -> RunflowTailError:
+    error: RunflowTailError = _postgres().operator.refuse_reset_all()
+    return error
 
 
 def wanted_leases(settings: Settings) -> tuple[list[str], dict[str, str]]:

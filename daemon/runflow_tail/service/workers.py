@@ -43,7 +43,7 @@ class Workers:
         self._engines: dict[str, _Running[AlertEngine]] = {}
         """The alert engine (one, while there are [[alerts]] rules)."""
         self._tg: TaskGroup | None = None
-        self.ownership: Ownership | None = None
+        self.lease_manager: Ownership | None = None
         """The lease manager when daemons share a PostgreSQL state; None: this one owns all."""
 
     @property
@@ -80,8 +80,8 @@ class Workers:
                 if lost is None:
                     raise
                 log.warning("worker.lease_lost", worker=name, lease=lost.lease, error=str(lost))
-                if self.ownership is not None:
-                    self.ownership.lost(lost.lease)
+                if self.lease_manager is not None:
+                    self.lease_manager.lost(lost.lease)
             finally:
                 running.done.set()
 
