@@ -1,0 +1,145 @@
+"""Operator commands on a PostgreSQL state, beside its daemons: ``status``, ``cluster``,
+``checkpoint``, ``check-config``; and what a person sees when the database is not there."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+from runflow_tail.cli import main
+from runflow_tail.errors import EXIT_CONFIG, EXIT_OK, EXIT_STATE
+from runflow_tail.journal import CursorState
+from runflow_tail.models import FetchedEntry
+from runflow_tail.postgres import Database, Fences, PostgresStore
+
+from tests.support.postgres import claim, postgres_server
+
+T0 = 1_700_000_000 * 1_000_000_000
+
+
+def config(tmp_path: Path, dsn: str) -> Path:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        f"""
+[state]
+dir = "{tmp_path / "state"}"
+backend = "postgres"
+dsn = "{dsn}"
+
+[[streams]]
+name = "s"
+
+[sinks.k]
+type = "stdout"
+"""
+    )
+    return path
+
+
+@pytest.fixture
+def state(postgres_dsn: str) -> Database:
+    """A state where member m1 polled stream s (two entries) and still holds its lease."""
+    database = Database(SecretStr(postgres_dsn), "runflow_tail", "m1", 60.0)
+    fences = Fences("m1/1")
+    store = PostgresStore(database, fences)
+    claim(database, fences, "stream:s")
+    rows = [FetchedEntry(f"id{i}", T0 + i, b"{}") for i in range(2)]
+    store.append("s", rows, CursorState("fp", watermark=T0 + 1, strategy="range"))
+    store.ensure_offsets(["k"])
+    store.close()
+    return database
+
+
+def run(*args: str) -> int:
+    return main([*args])
+
+
+def test_status_names_the_member_polling_each_stream(
+    state: Database, postgres_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run("status", "--json", "--config", str(config(tmp_path, postgres_dsn))) == EXIT_OK
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["daemon_running"] is True
+    assert [(s["stream"], s["member"]) for s in shown["streams"]] == [("s", "m1")]
+    assert shown["journal_entries"] == 2
+    assert shown["sinks"][0]["member"] is None
+
+
+def test_cluster_lists_members_leases_and_lag(
+    state: Database, postgres_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run("cluster", "--config", str(config(tmp_path, postgres_dsn))) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "1 live member(s)" in out
+    assert "stream:s" in out and "m1" in out and "epoch=1" in out and "lag=" in out
+
+
+def test_a_checkpoint_change_is_refused_while_a_member_polls_the_stream(
+    state: Database, postgres_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ("checkpoint", "set", "--stream", "s", "--to", "2024-01-01T00:00:00Z")
+    assert run(*args, "--config", str(config(tmp_path, postgres_dsn))) == EXIT_STATE
+    assert "stream:s is held by member m1" in capsys.readouterr().err
+
+
+def test_a_checkpoint_moves_once_no_member_polls_the_stream(
+    state: Database, postgres_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The lease expired (its member stopped): the operator's command holds it for the
+    change, and gives it back."""
+    from tests.support.postgres import expire
+
+    expire(postgres_dsn, "stream:s")
+    path = str(config(tmp_path, postgres_dsn))
+    args = ("checkpoint", "set", "--stream", "s", "--to", "2024-01-01T00:00:00Z")
+    assert run(*args, "--config", path) == EXIT_OK
+    assert run("checkpoint", "show", "--json", "--config", path) == EXIT_OK
+    out = capsys.readouterr().out
+    shown = json.loads(out.splitlines()[-1])
+    assert shown["streams"][0]["watermark"].startswith("2024-01-01T00:00:00")
+    assert run("cluster", "--json", "--config", path) == EXIT_OK
+    (lease,) = json.loads(capsys.readouterr().out)["leases"]
+    assert (lease["owner"], lease["epoch"]) == (None, 2)
+
+
+def test_reset_all_on_a_shared_state_says_how_to_start_over(
+    state: Database, postgres_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = str(config(tmp_path, postgres_dsn))
+    assert run("checkpoint", "reset", "--all", "--config", path) == EXIT_STATE
+    assert "DROP SCHEMA" in capsys.readouterr().err
+
+
+def test_check_config_never_shows_the_dsn_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUNFLOW_API_KEY", "rf_test_key_0123456789")
+    dsn = "postgresql://tail:s3cret-pass@db.internal:5432/runflow"
+    assert run("check-config", "--config", str(config(tmp_path, dsn))) == EXIT_OK
+    captured = capsys.readouterr()
+    assert "s3cret-pass" not in captured.out + captured.err
+    assert json.loads(captured.out)["state"]["dsn"] == "**********"
+
+
+def test_a_database_that_is_not_there_is_one_clear_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with postgres_server() as server:
+        dsn = server.dsn().replace("postgres@", "postgres:pw-not-shown@")
+    assert run("status", "--config", str(config(tmp_path, dsn))) == EXIT_STATE
+    err = capsys.readouterr().err
+    assert err.startswith("runflow-tail: cannot reach PostgreSQL at postgres@127.0.0.1")
+    assert "Traceback" not in err and "pw-not-shown" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_bad_state_setting_is_a_configuration_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[state]\nbackend = "postgres"\npg_schema = "Bad-Name"\nlease_ttl = "0.1s"\n')
+    assert run("check-config", "--config", str(path)) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "state.pg_schema" in err and "state.lease_ttl" in err
