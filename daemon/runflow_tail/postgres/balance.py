@@ -3,9 +3,11 @@
 The Kinesis Client Library's rule, without stealing: with ``M`` live members and ``N``
 leases of a kind, each member aims for ``ceil(N / M)`` of that kind. A member below its
 share claims leases that are free or expired; one above it hands one over per round
-(its worker stops gracefully, then the lease is released for another to claim). Because
-every member computes the same share from the same rows, they converge without talking
-to each other, and a live lease is never taken from its owner.
+(its worker stops gracefully, then the lease is released for another to claim). And no
+member sits idle while another holds two or more: that one hands one over too (two
+streams and two sinks over three members: 2/1/1, not 2/2/0). Because every member
+computes the same from the same rows, they converge without talking to each other, and
+a live lease is never taken from its owner.
 
 Pinned sinks (``pin``) are claimed by the members they name, whatever the share, and
 never handed over for balance. The alert engine's lease is one of its kind: whoever
@@ -50,11 +52,14 @@ def plan(
     wanted: Wanted,
     held: Collection[str],
     rows: Mapping[str, LeaseRow],
-    live_members: int,
+    live_members: Collection[str],
 ) -> Plan:
+    """What ``me`` claims and hands over this round. ``live_members``: the ids of the
+    members whose heartbeat is live (``me`` among them)."""
     claim: list[str] = []
     release = [lease for lease in held if lease not in wanted.leases]
-    members = max(1, live_members)
+    members = max(1, len(set(live_members) | {me}))
+    nothing_free = True
     for kind in ("stream", "sink", "alerts"):
         shared = [
             lease
@@ -66,12 +71,21 @@ def plan(
         free = [lease for lease in shared if lease not in held and _claimable(rows.get(lease))]
         # Members try leases in different orders, so those claiming at once rarely collide.
         free.sort(key=lambda lease: _spread(me, lease))
+        nothing_free = nothing_free and not free
         if len(mine) < target:
             claim += free[: target - len(mine)]
         elif len(mine) > target and not free:
             # Only when nothing is waiting to be claimed: a member that just joined (or
             # one that came back) takes the free leases first.
             release.append(max(mine, key=lambda lease: _spread(me, lease)))
+    shared_held = [lease for lease in held if lease in wanted.leases and lease not in wanted.pinned]
+    if (
+        not release
+        and nothing_free
+        and len(shared_held) >= 2
+        and _someone_idle(me, rows, live_members)
+    ):
+        release.append(max(shared_held, key=lambda lease: _spread(me, lease)))
     for lease, here in wanted.pinned.items():
         if here and lease in wanted.leases and lease not in held and _claimable(rows.get(lease)):
             claim.append(lease)
@@ -86,6 +100,11 @@ def plan(
         and row.live
     ]
     return Plan(claim, release, min(waits) if waits else None)
+
+
+def _someone_idle(me: str, rows: Mapping[str, LeaseRow], live_members: Collection[str]) -> bool:
+    busy = {row.owner for row in rows.values() if row.live}
+    return any(member != me and member not in busy for member in live_members)
 
 
 def _claimable(row: LeaseRow | None) -> bool:

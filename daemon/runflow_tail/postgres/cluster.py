@@ -208,7 +208,7 @@ class Cluster:
             wanted=self._wanted,
             held=set(self._held),
             rows=snapshot.leases,
-            live_members=len(snapshot.live_members),
+            live_members=[member.id for member in snapshot.live_members],
         )
         log.debug(
             "cluster.round",
