@@ -33,7 +33,7 @@ LIVE_WORLD = {"world_rate": 6.0, "world_seed": 11, "timestamp_style": "z", "worl
 TTL = 2.0
 POLL = 1.0
 BATCH = 20
-RECORD = Path(os.environ.get("RUNFLOW_TAIL_FAILOVER_RECORD", "/dev/null"))
+RECORD = Path(os.environ.get("FAILOVER_RECORD", "/dev/null"))
 """Where the SIGKILL test writes the failover times it measured (the bench reads them)."""
 
 

@@ -53,9 +53,11 @@ def plan(
     held: Collection[str],
     rows: Mapping[str, LeaseRow],
     live_members: Collection[str],
+    cooling: Collection[str] = (),
 ) -> Plan:
     """What ``me`` claims and hands over this round. ``live_members``: the ids of the
-    members whose heartbeat is live (``me`` among them)."""
+    members whose heartbeat is live (``me`` among them); ``cooling``: leases ``me`` handed
+    over lately, left for the others to claim (else it could take them straight back)."""
     claim: list[str] = []
     release = [lease for lease in held if lease not in wanted.leases]
     members = max(1, len(set(live_members) | {me}))
@@ -68,7 +70,11 @@ def plan(
         ]
         target = math.ceil(len(shared) / members)
         mine = [lease for lease in shared if lease in held]
-        free = [lease for lease in shared if lease not in held and _claimable(rows.get(lease))]
+        free = [
+            lease
+            for lease in shared
+            if lease not in held and lease not in cooling and _claimable(rows.get(lease))
+        ]
         # Members try leases in different orders, so those claiming at once rarely collide.
         free.sort(key=lambda lease: _spread(me, lease))
         nothing_free = nothing_free and not free

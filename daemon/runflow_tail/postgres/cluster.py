@@ -87,6 +87,8 @@ class Cluster:
         self.renew_every = self.ttl / 3
         self._held: dict[str, Held] = {}
         self._releasing: set[str] = set()
+        self._cooling: dict[str, float] = {}
+        """Leases handed over lately, and until when they are left to the others."""
         self._wanted = Wanted(())
         self._pins: dict[str, str] = {}
         self._poke = anyio.Event()
@@ -203,12 +205,15 @@ class Cluster:
         if gone:
             self._step_down(gone, "the database no longer has this member's lease")
         snapshot = self.snapshot = await self._book.snapshot()
+        now = anyio.current_time()
+        self._cooling = {lease: until for lease, until in self._cooling.items() if until > now}
         decided = plan(
             me=self.identity.id,
             wanted=self._wanted,
             held=set(self._held),
             rows=snapshot.leases,
             live_members=[member.id for member in snapshot.live_members],
+            cooling=self._cooling,
         )
         log.debug(
             "cluster.round",
@@ -293,6 +298,7 @@ class Cluster:
             await self._workforce.hand_over([lease], self.ttl)
             state = self._held.pop(lease, None)
             self.fences.drop(lease)
+            self._cooling[lease] = anyio.current_time() + self.ttl
             if state is not None:
                 with anyio.move_on_after(self.renew_every):
                     await self._release({lease: state.epoch})
