@@ -332,7 +332,8 @@ def test_a_partitioned_member_stops_working_before_its_leases_expire(tmp_path: P
     poller and delivery (it logs so) before the database lets its leases go; the others
     take them over; after the link returns it rejoins. Nothing is lost."""
     with (
-        network_namespace() as (namespace, host), postgres_server(
+        network_namespace() as (namespace, host),
+        postgres_server(
             listen=("127.0.0.1", host), hba=f"host all all {host.rpartition('.')[0]}.0/30 trust"
         ) as server,
         SandboxThread(SandboxOptions(**LIVE_WORLD), host="0.0.0.0") as sandbox,
