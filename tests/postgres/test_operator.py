@@ -14,6 +14,7 @@ from runflow_tail.journal import CursorState
 from runflow_tail.models import FetchedEntry
 from runflow_tail.postgres import Database, Fences, PostgresStore
 
+from tests.support.harness import daemon_process, run_cli, wait_for_sync
 from tests.support.postgres import claim, postgres_server
 
 T0 = 1_700_000_000 * 1_000_000_000
@@ -143,3 +144,39 @@ def test_a_bad_state_setting_is_a_configuration_problem(
     assert run("check-config", "--config", str(path)) == EXIT_CONFIG
     err = capsys.readouterr().err
     assert "state.pg_schema" in err and "state.lease_ttl" in err
+
+
+def test_check_config_warns_that_an_unpinned_stdout_sink_follows_its_lease(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUNFLOW_API_KEY", "rf_test_key_0123456789")
+    path = config(tmp_path, "postgresql://tail@db.internal/runflow")
+    assert run("check-config", "--config", str(path)) == EXIT_OK
+    assert "sinks.k: a stdout sink writes on whichever daemon holds its lease" in (
+        capsys.readouterr().err
+    )
+    path.write_text(path.read_text() + 'pin = "node-a"\n')
+    assert run("check-config", "--config", str(path)) == EXIT_OK
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_the_daemon_with_a_malformed_dsn_exits_with_one_line(tmp_path: Path) -> None:
+    path = config(tmp_path, "host=db passwrd=hunter2-not-shown")
+    done = run_cli("run", "--config", str(path), env={"RUNFLOW_API_KEY": "rf_test_key_01234"})
+    assert done.returncode == EXIT_STATE
+    assert done.stderr.startswith("runflow-tail: state.dsn is not a valid PostgreSQL")
+    assert "Traceback" not in done.stderr and "hunter2-not-shown" not in done.stderr
+
+
+def test_the_daemon_waits_for_a_database_that_is_down_and_says_so(tmp_path: Path) -> None:
+    """At start, a database that cannot be reached (yet) is waited for, with a line a
+    person can act on each time; the password is never in it."""
+    with postgres_server() as server:
+        dsn = server.dsn().replace("postgres@", "postgres:pw-not-shown@")
+    log = tmp_path / "daemon.log"
+    with daemon_process(config(tmp_path, dsn), log, env={"RUNFLOW_API_KEY": "rf_test_01234"}):
+        wait_for_sync(lambda: "state.unavailable" in log.read_text(), timeout=30)
+    (event,) = [json.loads(line) for line in log.read_text().splitlines()][:1]
+    assert event["event"] == "state.unavailable"
+    assert "cannot reach PostgreSQL at postgres@127.0.0.1" in event["error"]
+    assert "pw-not-shown" not in log.read_text() and "Traceback" not in log.read_text()

@@ -35,7 +35,7 @@ from runflow_tail.observability import get_logger
 from runflow_tail.ownership import ALERTS_LEASE, sink_lease, stream_lease
 from runflow_tail.service.http import serve_health
 from runflow_tail.service.reporting import Reporting
-from runflow_tail.service.state import open_state, wanted_leases
+from runflow_tail.service.state import open_state, unpinned_local_sinks, wanted_leases
 from runflow_tail.service.systemd import SystemdNotifier
 from runflow_tail.service.workers import _Running
 
@@ -147,6 +147,8 @@ class Daemon(Reporting):
         journal = self.journal
         if self.lease_manager is not None:
             self.lease_manager.want(*wanted_leases(settings))
+            for warning in unpinned_local_sinks(settings) if not why else ():
+                log.warning("sink.follows_its_lease", problem=warning)
         self._forget_finished()
         # Retention looks after the streams polled here (it knows what they may re-read).
         subscriptions = {

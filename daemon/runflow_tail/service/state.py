@@ -96,6 +96,23 @@ def wanted_leases(settings: Settings) -> tuple[list[str], dict[str, str]]:
     return leases, pins
 
 
+LOCAL_SINK_TYPES = ("file", "stdout")
+"""Sinks that write on the host that delivers them: with a shared state that is whichever
+daemon holds the sink's lease, unless the sink is pinned."""
+
+
+def unpinned_local_sinks(settings: Settings) -> list[str]:
+    """Why each file or stdout sink without a ``pin`` is worth a look (PostgreSQL state)."""
+    if settings.state.backend != "postgres":
+        return []
+    return [
+        f"sinks.{name}: a {sink.type} sink writes on whichever daemon holds its lease (the "
+        f'output moves when the lease does); set pin = "<member or host>" to keep it on one'
+        for name, sink in settings.sinks.items()
+        if sink.type in LOCAL_SINK_TYPES and sink.pin is None and settings.streams_for_sink(name)
+    ]
+
+
 def lease_lost_in(exc: BaseException) -> LeaseLost | None:
     """The ``LeaseLost`` that ended a worker, also from inside a task group's exception
     group (one holding nothing else but cancellations)."""
