@@ -73,6 +73,8 @@ class PostgresServer:
     port: int
     user: str | None
     listen: tuple[str, ...] = ("127.0.0.1",)
+    durable: bool = False
+    """Production settings (fsync, synchronous commits) instead of the tests' fast ones."""
     process: subprocess.Popen[bytes] | None = None
     bin: Path = field(default_factory=require_server)
 
@@ -119,12 +121,7 @@ class PostgresServer:
                 str(self.directory),
                 "-c",
                 f"listen_addresses={','.join(self.listen)}",
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
+                *self._speed(),
                 "-c",
                 "max_connections=200",
             ],
@@ -143,6 +140,12 @@ class PostgresServer:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"PostgreSQL did not start:\n{self.log_tail()}")
             time.sleep(0.02)
+
+    def _speed(self) -> list[str]:
+        if self.durable:
+            return []
+        off = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
+        return [part for setting in off for part in ("-c", setting)]
 
     def stop(self, how: signal.Signals = signal.SIGINT) -> None:
         """SIGINT: fast shutdown (clients are disconnected); SIGQUIT: immediate (a crash)."""
@@ -197,7 +200,11 @@ class PostgresServer:
 
 
 def make_server(
-    *, listen: tuple[str, ...] = ("127.0.0.1",), hba: str = "", host_auth: str = "trust"
+    *,
+    listen: tuple[str, ...] = ("127.0.0.1",),
+    hba: str = "",
+    host_auth: str = "trust",
+    durable: bool = False,
 ) -> PostgresServer:
     """A started server. Its directory comes from ``tempfile`` and is handed to the server's
     user: pytest's ``tmp_path`` lives under a 0700 directory that user cannot enter."""
@@ -207,7 +214,9 @@ def make_server(
     if user is not None:
         account = pwd.getpwnam(user)
         os.chown(directory, account.pw_uid, account.pw_gid)
-    server = PostgresServer(directory, free_port(), user, listen=listen, bin=bin_dir)
+    server = PostgresServer(
+        directory, free_port(), user, listen=listen, durable=durable, bin=bin_dir
+    )
     try:
         server.init(hba, host_auth=host_auth)
         server.start()
