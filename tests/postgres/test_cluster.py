@@ -6,13 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
+from pydantic import SecretStr
+from runflow_tail.config.model import Settings, StateSettings
 from runflow_tail.errors import StateUnavailable
 from runflow_tail.postgres.leases import LeaseBook
 from runflow_tail.sandbox import SandboxHandle
 
+from tests.support.alerts import FAILED, alert_engine, alert_settings, at, play, runs_alerted
 from tests.support.cluster import LEVELS, ids_in, leases, member_settings, members, owners
 from tests.support.harness import wait_for
+from tests.support.receivers import running_alert_receiver
 
 pytestmark = pytest.mark.anyio
 LEASES = {f"stream:{level}" for level in LEVELS} | {f"sink:out-{level}" for level in LEVELS}
@@ -128,3 +133,44 @@ async def test_a_member_that_cannot_renew_stops_before_its_leases_expire(
         produce(sandbox, 20)
         await wait_for(lambda: len(daemon.pollers) == 3 and len(daemon.deliveries) == 3)
         await wait_for(lambda: delivered_everything(sandbox, tmp_path), timeout=20)
+
+
+@pytest.mark.sandbox_options(timestamp_style="z")
+async def test_the_alert_engine_runs_on_one_member_and_moves_without_repeating_an_alert(
+    sandbox: SandboxHandle,
+    sandbox_client: httpx.AsyncClient,
+    postgres_dsn: str,
+    tmp_path: Path,
+) -> None:
+    """Two members with the same rule: one runs the engine (its lease); when that member
+    dies, the other takes the engine over, with its state: every failed run is alerted
+    exactly once."""
+    failed = [(await play(sandbox_client, status_code="failed", timestamp=at(30)))["id"]]
+    with running_alert_receiver() as receiver:
+        rule = {"name": "failed-runs", "match": FAILED, "destinations": ["hook"]}
+        base = alert_settings(sandbox, tmp_path, receiver, [rule])
+
+        def member(name: str) -> Settings:
+            state = StateSettings(
+                dir=tmp_path / name,
+                backend="postgres",
+                dsn=SecretStr(postgres_dsn),
+                member=name,
+                lease_ttl=1.5,
+            )
+            return base.model_copy(update={"state": state})
+
+        async with members(member("m1"), member("m2")) as running:
+            await wait_for(lambda: runs_alerted(receiver, "hook", failed) == {failed[0]: 1})
+            engines = [daemon for daemon, _ in running if alert_engine(daemon) is not None]
+            assert len(engines) == 1
+            dead = running.index(next(r for r in running if r[0] is engines[0]))
+            running[dead][1].cancel()
+            survivor = running[1 - dead][0]
+            await wait_for(lambda: alert_engine(survivor) is not None, timeout=10)
+            failed += [
+                (await play(sandbox_client, status_code="failed", timestamp=at(20 - i)))["id"]
+                for i in range(2)
+            ]
+            await wait_for(lambda: len(runs_alerted(receiver, "hook", failed)) == 3)
+    assert runs_alerted(receiver, "hook", failed) == dict.fromkeys(failed, 1)
