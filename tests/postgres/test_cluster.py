@@ -174,3 +174,32 @@ async def test_the_alert_engine_runs_on_one_member_and_moves_without_repeating_a
             ]
             await wait_for(lambda: len(runs_alerted(receiver, "hook", failed)) == 3)
     assert runs_alerted(receiver, "hook", failed) == dict.fromkeys(failed, 1)
+
+
+async def test_members_with_different_configurations_stop_handing_over_leases_nobody_takes(
+    sandbox: SandboxHandle, postgres_dsn: str, tmp_path: Path
+) -> None:
+    """m1 polls warn and error, m2 only info: m1's fair share of two members says hand one
+    over, but m2 does not want it; the lease comes back, and m1 keeps what it holds
+    instead of handing it over again and again (each time leaving it idle)."""
+    mine = {"stream:warn", "stream:error", "sink:out-warn", "sink:out-error"}
+    first = member_settings(sandbox, postgres_dsn, tmp_path, "m1", levels=("warn", "error"), ttl=1)
+    second = member_settings(sandbox, postgres_dsn, tmp_path, "m2", levels=("info",), ttl=1)
+    async with members(first, second) as running:
+        m1 = running[0][0]
+        handed = m1.metrics.lease_changes
+
+        def handed_over() -> float:
+            return sum(handed.labels(lease, "handed_over")._value.get() for lease in mine)
+
+        await wait_for(lambda: handed_over() >= 1, timeout=20)
+        await wait_for(
+            lambda: {n for n, (o, _, _) in leases(postgres_dsn).items() if o == "m1"} == mine
+        )
+        produce(sandbox, 20)
+        await wait_for(lambda: delivered_everything(sandbox, tmp_path), timeout=20)
+        before = handed_over()
+        # Nine rounds (1 s leases): none hands a lease over again.
+        with anyio.move_on_after(3):
+            await wait_for(lambda: handed_over() > before, timeout=4)
+            pytest.fail("m1 handed a lease over again")

@@ -2,7 +2,8 @@
 
 The Kinesis Client Library's rule, without stealing: with ``M`` live members and ``N``
 leases of a kind, each member aims for ``ceil(N / M)`` of that kind. A member below its
-share claims leases that are free or expired; one above it hands one over per round
+share claims leases that are free or expired (and any lease that nobody else claims for a
+lease time, whatever the share); one above it hands one over per round
 (its worker stops gracefully, then the lease is released for another to claim). And no
 member sits idle while another holds two or more: that one hands one over too (two
 streams and two sinks over three members: 2/1/1, not 2/2/0). Because every member
@@ -54,10 +55,15 @@ def plan(
     rows: Mapping[str, LeaseRow],
     live_members: Collection[str],
     cooling: Collection[str] = (),
+    balance: bool = True,
+    long_free: Collection[str] = (),
 ) -> Plan:
     """What ``me`` claims and hands over this round. ``live_members``: the ids of the
     members whose heartbeat is live (``me`` among them); ``cooling``: leases ``me`` handed
-    over lately, left for the others to claim (else it could take them straight back)."""
+    over lately, left for the others to claim (else it could take them straight back);
+    ``balance``: whether to hand over for the fair share at all; ``long_free``: leases
+    that stayed free for a lease time, which no other member wants: claimed whatever the
+    share (the shares assume every member has the same configuration)."""
     claim: list[str] = []
     release = [lease for lease in held if lease not in wanted.leases]
     members = max(1, len(set(live_members) | {me}))
@@ -80,13 +86,15 @@ def plan(
         nothing_free = nothing_free and not free
         if len(mine) < target:
             claim += free[: target - len(mine)]
-        elif len(mine) > target and not free:
+        elif balance and len(mine) > target and not free:
             # Only when nothing is waiting to be claimed: a member that just joined (or
             # one that came back) takes the free leases first.
             release.append(max(mine, key=lambda lease: _spread(me, lease)))
+        claim += [lease for lease in free if lease in long_free and lease not in claim]
     shared_held = [lease for lease in held if lease in wanted.leases and lease not in wanted.pinned]
     if (
-        not release
+        balance
+        and not release
         and nothing_free
         and len(shared_held) >= 2
         and _someone_idle(me, rows, live_members)

@@ -46,7 +46,7 @@ from runflow_tail.postgres.balance import Wanted, plan
 from runflow_tail.postgres.connection import Database, connect_async
 from runflow_tail.postgres.fences import Fences
 from runflow_tail.postgres.journal import PostgresJournal
-from runflow_tail.postgres.leases import LEASES_CHANGED, Identity, LeaseBook, Snapshot
+from runflow_tail.postgres.leases import LEASES_CHANGED, Identity, LeaseBook, LeaseRow, Snapshot
 
 MARGIN = 0.2
 """Of the lease time, kept back: a lease is given up at 80 % of its life after the renewal
@@ -57,6 +57,10 @@ FOLLOW_EVERY = 1.0
 """Seconds between reads of the journal's end when no notification came."""
 
 log = get_logger(__name__)
+
+
+def _live(row: LeaseRow | None) -> bool:
+    return row is not None and row.live
 
 
 @dataclass
@@ -88,9 +92,17 @@ class Cluster:
         self._held: dict[str, Held] = {}
         self._releasing: set[str] = set()
         self._cooling: dict[str, float] = {}
-        """Leases handed over lately, and until when they are left to the others."""
+        """Leases handed over lately, and until when they are left to the others (while
+        the members stay the same: when one leaves, its leases are anyone's)."""
+        self._members: frozenset[str] = frozenset()
+        self._handed_at: dict[str, float] = {}
+        self._free_since: dict[str, float] = {}
+        """Leases this member wants that were free (or expired) at each round since then."""
+        self._balance_paused_for: frozenset[str] | None = None
+        """The live members when a lease handed over came back unclaimed: their
+        configurations differ, so handing over would only leave leases idle. Balancing
+        resumes when the members change."""
         self._wanted = Wanted(())
-        self._pins: dict[str, str] = {}
         self._poke = anyio.Event()
         self._claimed = anyio.Event()
         self._reconcile = anyio.Event()
@@ -117,7 +129,6 @@ class Cluster:
         here = {self.identity.name, self.identity.host, self.identity.host.split(".")[0]}
         pinned = {lease: pin in here for lease, pin in pins.items()}
         self._wanted = Wanted(tuple(leases), pinned)
-        self._pins = dict(pins)
         self._poke.set()
 
     def holds(self, lease: str) -> bool:
@@ -206,15 +217,44 @@ class Cluster:
             self._step_down(gone, "the database no longer has this member's lease")
         snapshot = self.snapshot = await self._book.snapshot()
         now = anyio.current_time()
+        live = frozenset(member.id for member in snapshot.live_members)
+        if live != self._members:
+            self._members, self._cooling = live, {}
         self._cooling = {lease: until for lease, until in self._cooling.items() if until > now}
+        free = [
+            lease
+            for lease in self._wanted.leases
+            if lease not in self._held and not _live(snapshot.leases.get(lease))
+        ]
+        self._free_since = {lease: self._free_since.get(lease, now) for lease in free}
         decided = plan(
             me=self.identity.id,
             wanted=self._wanted,
             held=set(self._held),
             rows=snapshot.leases,
-            live_members=[member.id for member in snapshot.live_members],
+            live_members=live,
             cooling=self._cooling,
+            balance=self._balance_paused_for != live,
+            long_free=[
+                lease for lease, since in self._free_since.items() if now - since >= self.ttl
+            ],
         )
+        unclaimed = [
+            lease
+            for lease in decided.claim
+            if now - self._handed_at.get(lease, -math.inf) < 3 * self.ttl
+        ]
+        if unclaimed and self._balance_paused_for != live:
+            self._balance_paused_for = live
+            log.warning(
+                "cluster.balance_paused",
+                member=self.member,
+                leases=unclaimed,
+                reason="a lease handed over to the others was claimed by none of them: "
+                "their configurations differ; give every member the same configuration "
+                "(names and pins aside)",
+                action="keeping what this member holds until the members change",
+            )
         log.debug(
             "cluster.round",
             member=self.member,
@@ -299,6 +339,7 @@ class Cluster:
             state = self._held.pop(lease, None)
             self.fences.drop(lease)
             self._cooling[lease] = anyio.current_time() + self.ttl
+            self._handed_at[lease] = anyio.current_time()
             if state is not None:
                 with anyio.move_on_after(self.renew_every):
                     await self._release({lease: state.epoch})
