@@ -150,3 +150,22 @@ def test_nobody_sits_idle_while_a_member_holds_two() -> None:
     ):
         settled = plan(me=member, wanted=Wanted(leases), held=held, rows=rows, live_members=members)
         assert settled.release == [] and settled.claim == []
+
+
+def test_a_lease_nobody_else_takes_is_claimed_above_the_share() -> None:
+    """Two members, but only this one wants the streams (configurations differ): a lease
+    free for a lease time is claimed whatever the share says, so nothing is left idle."""
+    rows = {"stream:a": row("stream:a", "m1")}
+    wanted = Wanted(("stream:a", "stream:b"))
+    members = ["m1", "m2"]
+    share = plan(me="m1", wanted=wanted, held={"stream:a"}, rows=rows, live_members=members)
+    assert share.claim == []
+    late = plan(
+        me="m1",
+        wanted=wanted,
+        held={"stream:a"},
+        rows=rows,
+        live_members=members,
+        long_free={"stream:b"},
+    )
+    assert late.claim == ["stream:b"]
