@@ -180,3 +180,17 @@ def test_the_daemon_waits_for_a_database_that_is_down_and_says_so(tmp_path: Path
     assert event["event"] == "state.unavailable"
     assert "cannot reach PostgreSQL at postgres@127.0.0.1" in event["error"]
     assert "pw-not-shown" not in log.read_text() and "Traceback" not in log.read_text()
+
+
+def test_replay_sends_dead_letters_kept_in_postgresql(
+    state: Database, postgres_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fences = Fences("m1/1")
+    store = PostgresStore(state, fences)
+    claim(state, fences, "sink:k")
+    store.dead_letter("k", store.read_after(0, ["s"], max_events=10, max_bytes=1 << 20), "x", 2)
+    path = str(config(tmp_path, postgres_dsn))
+    assert run("replay", "--sink", "k", "--dead-letters", "--config", path) == EXIT_OK
+    assert "replayed 1 dead letter(s), 2 entries, to k" in capsys.readouterr().out
+    assert store.dead_letters("k") == []
+    store.close()
