@@ -49,7 +49,7 @@ async def test_members_share_the_leases_and_each_entry_is_delivered_once(
     """Three members, three streams, three sinks: each holds two leases (one more member
     would change nothing), every sink receives its stream's entries once, in order."""
     settings = [member_settings(sandbox, postgres_dsn, tmp_path, f"m{i}") for i in range(3)]
-    async with members(*settings):
+    async with members(*settings) as running:
         produce(sandbox, 50)
 
         def balanced() -> bool:
@@ -60,6 +60,16 @@ async def test_members_share_the_leases_and_each_entry_is_delivered_once(
         await wait_for(balanced, timeout=20)
         produce(sandbox, 50)
         await wait_for(lambda: delivered_everything(sandbox, tmp_path), timeout=20)
+        # What /readyz and /metrics say: this member, and exactly the leases it holds.
+        daemon = running[0][0]
+        held = sorted(name for name, owner in owners(postgres_dsn).items() if owner == "m0")
+        assert daemon.ownership()["member"] == "m0"
+        assert daemon.ownership()["leases"] == held
+        exposition = (await daemon.render_metrics()).decode()
+        for lease in held:
+            assert f'runflow_tail_lease_held{{lease="{lease}",member="m0"}} 1.0' in exposition
+        assert "runflow_tail_cluster_members 3.0" in exposition
+        assert "runflow_tail_state_up 1.0" in exposition
 
 
 async def test_a_member_that_stops_hands_its_work_over_without_repeating_a_batch(
