@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 from runflow_tail.cli import main
-from runflow_tail.errors import EXIT_CONFIG, EXIT_OK, EXIT_STATE
+from runflow_tail.config.load import load_settings
+from runflow_tail.errors import EXIT_CONFIG, EXIT_OK, EXIT_STATE, ConfigError
 from runflow_tail.journal import CursorState
 from runflow_tail.models import FetchedEntry
 from runflow_tail.postgres import Database, Fences, PostgresStore
@@ -194,3 +196,26 @@ def test_replay_sends_dead_letters_kept_in_postgresql(
     assert "replayed 1 dead letter(s), 2 entries, to k" in capsys.readouterr().out
     assert store.dead_letters("k") == []
     store.close()
+
+
+def test_without_psycopg_the_configuration_names_the_extra_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "psycopg" else real(name, *a)
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_settings(
+            config_file=config(tmp_path, "postgresql://db/x"), environ={}, require_api_key=False
+        )
+    assert "pip install 'runflow-tail[postgres]'" in str(raised.value)
+
+
+def test_no_repr_shows_the_dsn_password(tmp_path: Path) -> None:
+    dsn = "postgresql://tail:s3cret-pass@db.internal:5432/runflow"
+    settings = load_settings(config_file=config(tmp_path, dsn), environ={}, require_api_key=False)
+    database = Database.from_settings(settings.state, "m1")
+    shown = [repr(settings), repr(settings.state), repr(database), database.describe()]
+    assert not any("s3cret-pass" in text for text in shown)
+    assert database.describe() == "tail@db.internal:5432/runflow, schema runflow_tail"
