@@ -4,11 +4,11 @@
 The guarantees are SQLite's, transaction for transaction: a page's entries with its
 stream's cursor, a sink's offset only after delivery, a dead letter with its offset move,
 the alert engine's output with its offset and rule state. What sharing adds is the
-fence: each of those transactions first checks, under a share lock on the lease row,
-that this daemon still holds the stream's, sink's or alert engine's lease with the epoch
-it claimed (schema.py). A write transaction goes in one round trip (pipeline mode): the
-server never waits for this process in the middle of one, so a daemon that freezes holds
-no lock while it is frozen.
+fence: each of those transactions also checks, before it commits and under a share lock
+on the lease row, that this daemon still holds the stream's, sink's or alert engine's
+lease with the epoch it claimed (schema.py). A write transaction goes in one round trip
+(pipeline mode): the server never waits for this process in the middle of one, so a
+daemon that freezes holds no lock while it is frozen.
 
 Errors: a session that breaks (restart, partition) becomes ``StateUnavailable`` and is
 replaced on the next call, which ``PostgresJournal`` makes after a backoff; a refused
@@ -50,6 +50,9 @@ class PostgresStore(AlertsAndLetters):
             writer.close()
             if is_transient(exc):
                 raise unavailable(database, exc) from None
+            raise
+        except BaseException:
+            writer.close()
             raise
 
     # -- streams -------------------------------------------------------------------------
