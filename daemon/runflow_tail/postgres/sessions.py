@@ -50,7 +50,8 @@ def _lease_of(exc: psycopg.Error) -> str:
 def transaction(db: Connection) -> Iterator[None]:
     """A write transaction sent in one round trip (pipeline mode), BEGIN to COMMIT: the
     server never waits for this process inside it, so a frozen daemon holds no lock. An
-    error (a refused fence) rolls it back and is raised once the pipeline is done."""
+    error (a refused fence) is rolled back (one more round trip) and raised once the
+    pipeline is done."""
     failure: psycopg.Error | None = None
     with db.pipeline():
         try:

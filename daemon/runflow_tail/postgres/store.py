@@ -8,7 +8,8 @@ fence: each of those transactions also checks, before it commits and under a sha
 on the lease row, that this daemon still holds the stream's, sink's or alert engine's
 lease with the epoch it claimed (schema.py). A write transaction goes in one round trip
 (pipeline mode): the server never waits for this process in the middle of one, so a
-daemon that freezes holds no lock while it is frozen.
+daemon that freezes holds no lock while it is frozen. (After a refused fence the server
+waits one round trip for the rollback; idle_in_transaction_session_timeout bounds that.)
 
 Errors: a session that breaks (restart, partition) becomes ``StateUnavailable`` and is
 replaced on the next call, which ``PostgresJournal`` makes after a backoff; a refused
