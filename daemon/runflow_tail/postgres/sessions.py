@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -68,25 +69,38 @@ class Sessions:
     fences: Fences
     _writer: Connection | None
     _reader: Connection | None
+    _swap: threading.Lock
 
     def _db(self) -> Connection:
         """The writer's session (the worker thread's), connected again after a break."""
-        if self._writer is None or self._writer.closed:
-            self._writer = connect(self.database, "journal")
-        return self._writer
+        writer = self._writer
+        if writer is None or writer.closed:
+            writer = connect(self.database, "journal")
+            with self._swap:
+                self._writer = writer
+        return writer
 
     def _read_db(self) -> Connection:
         """The reader's session (``read_after``, from the reader's thread)."""
-        if self._reader is None or self._reader.closed:
-            self._reader = connect(self.database, "reader")
-        return self._reader
+        reader = self._reader
+        if reader is None or reader.closed:
+            reader = connect(self.database, "reader")
+            with self._swap:
+                self._reader = reader
+        return reader
 
     def _discard_broken(self) -> None:
-        for name in ("_writer", "_reader"):
-            connection: Connection | None = getattr(self, name)
-            if connection is not None and (connection.broken or connection.closed):
-                connection.close()
-                setattr(self, name, None)
+        """Drop the sessions that broke; called from either thread, so a session the other
+        thread has just replaced is left alone."""
+        gone: list[Connection] = []
+        with self._swap:
+            for name in ("_writer", "_reader"):
+                connection: Connection | None = getattr(self, name)
+                if connection is not None and (connection.broken or connection.closed):
+                    setattr(self, name, None)
+                    gone.append(connection)
+        for connection in gone:
+            connection.close()
 
     def close(self) -> None:
         for connection in (self._writer, self._reader):

@@ -20,6 +20,7 @@ state are set rather than added to, dead letters are unique by their range.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Sequence
 
@@ -43,6 +44,7 @@ class PostgresStore(AlertsAndLetters):
         self.fences = fences
         self._writer = None
         self._reader = None
+        self._swap = threading.Lock()
         # Connect now: a bad DSN or a server that is down is said at start, not later.
         writer = self._db()
         try:
