@@ -108,9 +108,12 @@ async def serve_health(daemon: Observed, listen: str, *, task_status: TaskStatus
     started = time.monotonic()
     async with anyio.create_task_group() as tg:
         tg.start_soon(_serve, server, sock)
-        log.info("server.listening", address=address, endpoints="/healthz /readyz /metrics")
-        task_status.started(address)
+        # Everything after the shielded server starts is inside the try: whatever ends
+        # this task (a cancel, or an error reporting the start) must tell uvicorn to exit,
+        # or the task group would wait for it forever.
         try:
+            log.info("server.listening", address=address, endpoints="/healthz /readyz /metrics")
+            task_status.started(address)
             await anyio.sleep_forever()
         finally:
             server.should_exit = True
