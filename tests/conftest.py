@@ -1,8 +1,13 @@
-"""Shared test configuration: anyio on asyncio, and the sandbox fixtures."""
+"""Shared test configuration: anyio on asyncio, the sandbox and PostgreSQL fixtures, and
+structlog's configuration given back after every test."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+
 import pytest
+import structlog
 
 pytest_plugins = ["tests.support.sandbox", "tests.support.postgres"]
 
@@ -10,3 +15,21 @@ pytest_plugins = ["tests.support.sandbox", "tests.support.postgres"]
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _logging_left_as_found() -> Iterator[None]:
+    """A command run in-process (``main([...])``) configures logging for the whole process,
+    onto the ``sys.stderr`` of that moment: pytest's capture of this one test, closed when
+    the test ends. Left so, every later log line raises ``ValueError: I/O operation on closed
+    file`` (a later daemon failed as its health server started, and hung: see
+    service/http.py). Put structlog and the library loggers back as they were."""
+    config = structlog.get_config()
+    levels = {name: logging.getLogger(name).level for name in _LIBRARY_LOGGERS}
+    yield
+    structlog.configure(**config)
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
+_LIBRARY_LOGGERS = ("httpx", "httpcore", "uvicorn.access", "psycopg")
