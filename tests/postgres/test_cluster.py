@@ -3,6 +3,7 @@ them, moves when one leaves or dies, and stops in time when one cannot renew."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import anyio
@@ -14,7 +15,15 @@ from runflow_tail.errors import StateUnavailable
 from runflow_tail.postgres.leases import LeaseBook
 from runflow_tail.sandbox import SandboxHandle
 
-from tests.support.alerts import FAILED, alert_engine, alert_settings, at, play, runs_alerted
+from tests.support.alerts import (
+    FAILED,
+    alert_engine,
+    alert_keys,
+    alert_settings,
+    at,
+    play,
+    runs_alerted,
+)
 from tests.support.cluster import LEVELS, ids_in, leases, member_settings, members, owners
 from tests.support.harness import wait_for
 from tests.support.receivers import running_alert_receiver
@@ -154,7 +163,8 @@ async def test_the_alert_engine_runs_on_one_member_and_moves_without_repeating_a
 ) -> None:
     """Two members with the same rule: one runs the engine (its lease); when that member
     dies, the other takes the engine over, with its state: every failed run is alerted
-    exactly once."""
+    once. (The webhook may get the alert in flight at the death twice, as the issue
+    allows: with the same idempotency key, which is what a receiver de-duplicates by.)"""
     failed = [(await play(sandbox_client, status_code="failed", timestamp=at(30)))["id"]]
     with running_alert_receiver() as receiver:
         rule = {"name": "failed-runs", "match": FAILED, "destinations": ["hook"]}
@@ -183,7 +193,10 @@ async def test_the_alert_engine_runs_on_one_member_and_moves_without_repeating_a
                 for i in range(2)
             ]
             await wait_for(lambda: len(runs_alerted(receiver, "hook", failed)) == 3)
-    assert runs_alerted(receiver, "hook", failed) == dict.fromkeys(failed, 1)
+    keys = alert_keys(receiver, "hook", failed)
+    assert {run: len(distinct) for run, distinct in keys.items()} == dict.fromkeys(failed, 1)
+    repeated = runs_alerted(receiver, "hook", failed) - Counter(failed)
+    assert sum(repeated.values()) <= 1, f"more than the alert in flight repeated: {repeated}"
 
 
 async def test_members_with_different_configurations_stop_handing_over_leases_nobody_takes(
