@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -112,6 +113,7 @@ class PostgresServer:
         log = (self.directory / "log").open("ab")
         self.process = subprocess.Popen(
             [
+                *_die_with_this_process(),
                 str(self.bin / "postgres"),
                 "-D",
                 str(self.directory / "data"),
@@ -197,6 +199,17 @@ class PostgresServer:
     def destroy(self) -> None:
         self.stop(signal.SIGQUIT)
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _die_with_this_process() -> list[str]:
+    """``setpriv --pdeathsig QUIT``: the server stops (immediately) when the test process
+    dies without its teardown (SIGKILL, or a SIGTERM from ``timeout``), instead of living on
+    as an orphan. The signal follows the *thread* that started the server, so only a server
+    started on the main thread gets it (one started on a worker thread would stop with it)."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or threading.current_thread() is not threading.main_thread():
+        return []
+    return [setpriv, "--pdeathsig", "QUIT", "--"]
 
 
 def make_server(
