@@ -105,7 +105,7 @@ def _pip(command: list[str], log: TextIO, started: float) -> None:
         _clear_progress()
         log.flush()
         sys.stderr.write(INSTALL_LOG.read_text(encoding="utf-8"))
-        sys.exit(f"dev.py: installing into .venv failed (pip's output above, also in {INSTALL_LOG})")
+        sys.exit(f"dev.py: installing into .venv failed (pip's output above; {INSTALL_LOG})")
 
 
 def _clear_progress() -> None:

@@ -43,7 +43,7 @@ def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
         description="Resume polling STREAM from TIMESTAMP (entries before it are not fetched). "
         "Entries the journal still holds are not delivered twice; to re-send, use replay.",
     )
-    move.add_argument("--stream", required=True)
+    move.add_argument("--stream", required=True, help="the stream's name ([[streams]] name)")
     move.add_argument("--to", required=True, metavar="TIMESTAMP", help="RFC 3339 timestamp")
     move.set_defaults(handler=_cmd_set)
     reset = actions.add_parser(
@@ -54,7 +54,7 @@ def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
         "the whole journal aside (the way out of an unreadable journal).",
     )
     target = reset.add_mutually_exclusive_group(required=True)
-    target.add_argument("--stream")
+    target.add_argument("--stream", help="forget this stream's checkpoint")
     target.add_argument("--all", action="store_true", help="move the journal file aside")
     reset.set_defaults(handler=_cmd_reset)
 
