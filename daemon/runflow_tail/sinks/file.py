@@ -21,10 +21,9 @@ from typing import Literal
 
 import anyio
 import msgspec
-from pydantic import Field
 
 from runflow_tail.errors import SinkRetryableError
-from runflow_tail.models import Entry, PositiveDuration
+from runflow_tail.models import Entry, FileMode, PositiveDuration
 from runflow_tail.observability import get_logger
 from runflow_tail.sinks.base import BatchSettings, SinkConfigBase
 from runflow_tail.sinks.rotation import RotationSettings, needs_rotation, rotate
@@ -39,7 +38,7 @@ class FileSinkConfig(SinkConfigBase):
     type: Literal["file"] = "file"
     path: Path
     """Where to write; may contain {stream}, {run_id} and {date} (UTC, YYYY-MM-DD)."""
-    mode: int = Field(DEFAULT_FILE_MODE, ge=0, le=0o777)
+    mode: FileMode = DEFAULT_FILE_MODE
     """Permission bits for new files (0640 by default: the group may read, others not)."""
     fsync: Literal["batch", "interval", "never"] = "batch"
     fsync_interval: PositiveDuration = 1.0
