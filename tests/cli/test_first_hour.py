@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from runflow_tail.cli import build_parser, main
+from runflow_tail.cli.demo import path_hint
 from runflow_tail.sandbox import SandboxThread
 
 from tests.support.harness import run_cli
@@ -161,3 +162,22 @@ def test_an_api_refusal_in_tail_names_the_api(
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"runflow-tail: {sandbox_thread.url}: "), lines
     assert "401" in lines[0]
+
+
+def test_the_demo_says_how_to_put_runflow_tail_on_path_only_when_it_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Off PATH, the demo's hints start with sourcing this venv's activate script (relative to
+    the current directory); once runflow-tail is on PATH, that hint is gone."""
+    scripts = tmp_path / ".venv" / "bin"
+    scripts.mkdir(parents=True)
+    (scripts / "activate").write_text("")
+    command = scripts / "runflow-tail"
+    command.write_text("#!/bin/sh\n")
+    command.chmod(0o755)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    hint = path_hint(scripts, cwd=tmp_path)
+    assert hint is not None and hint.startswith("  . .venv/bin/activate ")
+    assert "pipx install ." in hint
+    monkeypatch.setenv("PATH", f"{scripts}:/usr/bin:/bin")
+    assert path_hint(scripts, cwd=tmp_path) is None

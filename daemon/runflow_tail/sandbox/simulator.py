@@ -32,8 +32,8 @@ _LINES: dict[str, dict[str, tuple[str, ...]]] = {
             "Redirect followed to the document's canonical URL",
         ),
         "info": ("Downloaded {kb} KB from the document store",),
-        "warning": ("GET {url} took {ms} ms, longer than the 2000 ms budget",),
-        "error": ("GET {url} returned 503; retrying ({n} of 3)",),
+        "warning": ("GET {url} took {slow} ms, longer than the 2000 ms budget",),
+        "error": ("GET {url} returned 503; retrying (attempt {attempt} of 3)",),
     },
     "tool": {
         "debug": ("Tool call finished in {ms} ms",),
@@ -109,6 +109,8 @@ def _line(world: World, kind: str) -> tuple[str, str]:
         n=rng.randint(1, 40),
         conf=rng.randint(40, 99),
         tokens=rng.randint(200, 12000),
+        slow=rng.randint(2100, 9000),
+        attempt=rng.randint(1, 3),
     )
     return level, message
 
