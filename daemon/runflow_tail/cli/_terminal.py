@@ -19,7 +19,7 @@ class Progress:
 
     def __init__(self, stream: TextIO | None = None, *, enabled: bool | None = None) -> None:
         self._stream = stream if stream is not None else sys.stderr
-        self.enabled = _isatty(self._stream) if enabled is None else enabled
+        self.enabled = isatty(self._stream) if enabled is None else enabled
         self._started = time.monotonic()
         self._drawn_at = 0.0
         self.shown = False
@@ -85,7 +85,8 @@ def _cell(value: object) -> str:
     return str(value)
 
 
-def _isatty(stream: TextIO) -> bool:
+def isatty(stream: TextIO) -> bool:
+    """Whether ``stream`` is a terminal (a closed or unusual stream is not)."""
     try:
         return stream.isatty()
     except (AttributeError, ValueError):

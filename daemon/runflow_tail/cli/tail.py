@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from runflow_tail.cli import _tail_watch as watch
 from runflow_tail.cli._common import add_api_url, configure_logging_for, load_settings_for
-from runflow_tail.cli._terminal import Progress
+from runflow_tail.cli._terminal import Progress, isatty
 from runflow_tail.config.load import environ_snapshot
 from runflow_tail.config.model import ServerSettings, Settings, StateSettings, StreamSettings
 from runflow_tail.config.problems import suggest
@@ -133,7 +133,7 @@ def _cmd_tail(args: argparse.Namespace) -> int:
     options = _TailOptions.from_args(args, no_color_env=bool(environ_snapshot().get("NO_COLOR")))
     base = load_settings_for(args)
     # Progress only when the entries go elsewhere: on a terminal they are the progress.
-    bar = Progress(enabled=_isatty(sys.stderr) and not _isatty(sys.stdout))
+    bar = Progress(enabled=isatty(sys.stderr) and not isatty(sys.stdout))
     try:
         with tempfile.TemporaryDirectory(prefix="runflow-tail-") as state:
             settings = options.settings(base, Path(state), no_color=args.no_color)
@@ -163,13 +163,6 @@ def _cmd_tail(args: argparse.Namespace) -> int:
     if daemon.stop_reason == "output closed":
         _silence_stdout()
     return EXIT_OK
-
-
-def _isatty(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
 
 
 def _silence_stdout() -> None:

@@ -10,7 +10,7 @@ filtered when first sent).
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import anyio
 
@@ -20,12 +20,17 @@ from runflow_tail.journal import JournalStore
 from runflow_tail.models import Entry
 from runflow_tail.sinks.base import Sink, SinkConfigBase
 
+Progress = Callable[[int, Entry], None]
+"""Told after each batch: entries sent so far, and the last entry read."""
+
 
 class ReplayStopped(SinkError):
     """The sink refused part of a replay; what was sent before it stays sent."""
 
 
-async def replay_dead_letters(store: JournalStore, sink: Sink, sink_name: str) -> tuple[int, int]:
+async def replay_dead_letters(
+    store: JournalStore, sink: Sink, sink_name: str, *, progress: Progress | None = None
+) -> tuple[int, int]:
     """Send each dead letter of ``sink_name`` and delete it once sent: (letters, entries)."""
     letters = await anyio.to_thread.run_sync(store.dead_letters, sink_name)
     sent = 0
@@ -33,6 +38,8 @@ async def replay_dead_letters(store: JournalStore, sink: Sink, sink_name: str) -
         await _send(sink, letter.entries, f"dead letter {letter.id}")
         await anyio.to_thread.run_sync(store.delete_dead_letter, letter.id)
         sent += len(letter.entries)
+        if progress is not None and letter.entries:
+            progress(sent, letter.entries[-1])
     return len(letters), sent
 
 
@@ -43,6 +50,8 @@ async def replay_range(
     streams: Sequence[str],
     start: int,
     end: int | None,
+    *,
+    progress: Progress | None = None,
 ) -> int:
     """Send what the journal holds of ``streams`` in [start, end) that ``config.match``
     accepts, in ``config``'s batch size; returns how many entries went."""
@@ -62,6 +71,8 @@ async def replay_range(
         if batch:
             await _send(sink, batch, "range")
         sent += len(batch)
+        if progress is not None:
+            progress(sent, rows[-1])
 
 
 async def _send(sink: Sink, batch: Sequence[Entry], what: str) -> None:
