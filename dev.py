@@ -5,6 +5,7 @@
     python3 dev.py test     # the test suite
     python3 dev.py check    # ruff, ruff format --check, mypy --strict
     python3 dev.py bench    # the benchmark (see README, "Performance")
+    python3 dev.py lock     # re-pin deploy/constraints.txt (the image's and the service's deps)
 
 The first run creates .venv and installs the package with its test extra; later runs
 reinstall only when pyproject.toml changed.
@@ -16,6 +17,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import venv
@@ -28,6 +30,7 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / "python"
 STAMP = VENV / ".runflow-tail-installed"
 INSTALL_LOG = VENV / "install.log"
+CONSTRAINTS = ROOT / "deploy" / "constraints.txt"
 _PROGRESS_WORDS = ("Collecting", "Downloading", "Building", "Installing", "Successfully")
 _PLAIN_PROGRESS_EVERY = 5.0
 """Seconds between progress lines when stderr is not a terminal (a CI log)."""
@@ -113,15 +116,44 @@ def _clear_progress() -> None:
         print("\r\x1b[K", end="", file=sys.stderr, flush=True)
 
 
+def lock() -> int:
+    """Resolve runflow-tail's dependencies afresh in a throw-away venv and pin them, with the
+    installer and build backend, in deploy/constraints.txt: what the Docker image and the
+    systemd install use, so a build next month installs what was tested today."""
+    with tempfile.TemporaryDirectory(prefix="runflow-tail-lock-") as scratch:
+        target = Path(scratch) / "venv"
+        venv.EnvBuilder(with_pip=True).create(target)
+        python = str(target / BIN.name / "python")
+        pip = [python, "-m", "pip", "--disable-pip-version-check", "-q"]
+        subprocess.run([*pip, "install", "--upgrade", "pip", "setuptools>=77"], check=True)
+        subprocess.run([*pip, "install", str(ROOT)], check=True)
+        frozen = subprocess.run(
+            [*pip, "freeze", "--all", "--exclude", "runflow-tail"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    pins = sorted(line for line in frozen.splitlines() if "==" in line)
+    CONSTRAINTS.write_text(
+        "# Pinned by `python3 dev.py lock` (a fresh resolve of pyproject.toml's dependencies,\n"
+        "# plus pip and setuptools for the build); used by deploy/docker/Dockerfile and the\n"
+        "# systemd install. Re-run it to update, then run the tests.\n" + "\n".join(pins) + "\n"
+    )
+    print(f"pinned {len(pins)} packages in {CONSTRAINTS.relative_to(ROOT)}", file=sys.stderr)
+    return 0
+
+
 def run(*command: str) -> int:
     return subprocess.run(command, cwd=ROOT).returncode
 
 
 def main(argv: list[str]) -> int:
     task, rest = (argv[0], argv[1:]) if argv else ("help", [])
-    if task not in ("demo", "test", "check", "bench"):
+    if task not in ("demo", "test", "check", "bench", "lock"):
         print(__doc__, file=sys.stderr)
         return 2
+    if task == "lock":
+        return lock()
     ensure_environment()
     try:
         if task == "demo":

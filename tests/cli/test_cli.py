@@ -147,7 +147,7 @@ def test_check_config_passes_on_the_annotated_config(home: dict[str, str]) -> No
     )
     assert result.returncode == 0, result.stderr
     resolved = json.loads(result.stdout)
-    assert sorted(resolved["sinks"]) == ["archive", "console"]
+    assert sorted(resolved["sinks"]) == ["archive"]  # no stdout sink pouring into journald
     assert [stream["name"] for stream in resolved["streams"]] == ["all"]
     assert resolved["api"]["timeout"] == 30.0
     assert resolved["state"]["dedup_window"] == 600.0
