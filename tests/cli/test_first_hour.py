@@ -40,7 +40,7 @@ def help_of(*command: str) -> str:
     ("command", "shown"),
     [
         (("sandbox",), "address to listen on (default: 127.0.0.1)"),
-        (("sandbox",), "(0 = any free port) (default: 8080)"),
+        (("sandbox",), "(0: any free port) (default: 8080)"),
         (("demo",), "runs started per second (default: 1.0)"),
         (("tail",), "or an RFC 3339 time (default: 10m)"),
         (("tail",), "poll interval when following (default: 2s)"),
