@@ -78,13 +78,14 @@ def test_an_unknown_flag_shows_the_usage_of_the_command_typed(
     assert err.rstrip().endswith("runflow-tail tail: error: unrecognized arguments: --bogus")
 
 
-def test_an_unknown_level_names_the_known_ones_and_the_escape(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def test_an_unknown_level_names_the_known_ones_and_the_escape(tmp_path: Path) -> None:
     """`--level errr` exits 2 before any request, suggesting `error`, listing the known
     levels and how to filter on any other level."""
-    assert main(["tail", "--level", "errr"]) == 2
-    err = capsys.readouterr().err
+    # A subprocess: the command configures process-wide logging, which must not leak into
+    # the tests that run after this one.
+    result = run_cli("tail", "--level", "errr", env={"HOME": str(tmp_path)})
+    assert result.returncode == 2
+    err = result.stderr
     assert "--level 'errr': not a level runflow-tail knows; did you mean 'error'?" in err
     assert "(known: alert, critical, debug, emergency, error, fatal, info" in err
     assert "give --query 'level_code:errr'" in err

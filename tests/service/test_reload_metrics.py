@@ -71,7 +71,7 @@ async def test_a_dead_lettered_batch_is_not_announced_as_a_recovery(
     `sink.recovered` follows: nothing was delivered."""
     sandbox.world.generate(3, step_ms=1, full_run=False)
     with running_receiver(Receiver(status=503)) as receiver:
-        hook = WebhookSinkConfig(url=receiver.url, backoff_max=0.05, max_retry_duration=0.3)
+        hook = WebhookSinkConfig(url=receiver.url, backoff_max=0.05, max_retry_duration=1.0)
         settings = settings_for(sandbox, tmp_path / "state", tmp_path / "x", sinks={"hook": hook})
         daemon = Daemon(settings, tmp_path / "state", RunOptions(handle_signals=False))
         with capture_logs() as logs:
