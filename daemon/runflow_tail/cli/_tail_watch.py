@@ -106,6 +106,26 @@ def give_up_after(seconds: float) -> Watcher:
     return watch
 
 
+def waiting_notice(give_up: float) -> Watcher:
+    """On a terminal that also shows the entries (no progress line there): one line as soon
+    as a one-shot tail starts retrying, so the wait before giving up is not silent."""
+
+    async def watch(daemon: Daemon) -> None:
+        while True:
+            await anyio.sleep(CHECK_EVERY)
+            failing = failing_for(daemon)
+            if failing is not None:
+                print(
+                    f"runflow-tail: no good answer from {daemon.settings.api.shown_url} yet "
+                    f"({failing[1]}); retrying for up to {give_up:g}s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return
+
+    return watch
+
+
 def progress(bar: Progress, *, give_up: float | None) -> Watcher:
     """On a terminal: how far a tail whose output goes elsewhere (a file, a pipe) has got,
     and, while the API fails, what the tail is waiting for."""

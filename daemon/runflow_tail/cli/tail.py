@@ -279,6 +279,8 @@ class _TailOptions:
             watchers.append(watch.give_up_after(self.give_up))
         if bar.enabled:
             watchers.append(watch.progress(bar, give_up=None if self.follow else self.give_up))
+        elif not self.follow and isatty(sys.stderr):
+            watchers.append(watch.waiting_notice(self.give_up))
         return watchers
 
 
