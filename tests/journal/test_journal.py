@@ -395,6 +395,35 @@ def make_v1_journal(path: Path) -> None:
     db.close()
 
 
+def test_the_v4_upgrade_keeps_entries_and_never_gives_a_seq_twice(tmp_path: Path) -> None:
+    """A v3 journal whose retention removed its newest entries is rebuilt with the
+    (stream, ts, id) key: its entries stay, new ones continue after every seq ever given,
+    and a re-read of a kept entry is still dropped."""
+    path = tmp_path / JOURNAL_NAME
+    db = sqlite3.connect(path)
+    for version in (1, 2, 3):
+        db.executescript(_MIGRATIONS[version])
+    db.executemany(
+        "INSERT INTO entries (stream, id, ts, raw) VALUES ('s', ?, ?, ?)",
+        [(name, T0 + n, b"{}") for n, name in enumerate("abcde")],
+    )
+    db.execute("DELETE FROM entries WHERE id IN ('d', 'e')")  # seq 5 was given, then pruned
+    db.execute("PRAGMA user_version=3")
+    db.commit()
+    db.close()
+    store = JournalStore(path)
+    try:
+        assert ids(store.read_after(0, ["s"], max_events=10, max_bytes=10_000)) == ["a", "b", "c"]
+        inserted, last_seq = commit(store, "s", [("a", T0, b"{}"), ("f", T0 + 9, b"{}")], STATE)
+        assert inserted == 1 and last_seq > 5
+        indexes = store._db.execute("PRAGMA index_list(entries)").fetchall()
+        (unique,) = [row[1] for row in indexes if row[2]]
+        columns = [row[2] for row in store._db.execute(f"PRAGMA index_info({unique})")]
+        assert columns == ["stream", "ts", "id"]
+    finally:
+        store.close()
+
+
 def test_v1_journal_is_upgraded_keeping_its_data(tmp_path: Path) -> None:
     """A version 1 journal opens at the current schema with entries, cursor and offsets."""
     path = tmp_path / JOURNAL_NAME

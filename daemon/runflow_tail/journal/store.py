@@ -1,10 +1,18 @@
 """The journal's SQLite store: synchronous, called from one worker thread only.
 
-Tables: ``entries`` (every fetched entry, bytes as received, ``UNIQUE(stream, id)``),
+Tables: ``entries`` (every fetched entry, bytes as received, ``UNIQUE(stream, ts, id)``),
 ``cursors`` (per stream: watermark, strategy, API cursor, query fingerprint, health),
 ``sink_offsets`` (per sink: the last ``seq`` delivered), ``dead_letters``
 (dead_letters.py) and ``alert_state`` (alert_state.py).
 ``seq`` is AUTOINCREMENT so it never goes backwards, even after retention empties the table.
+
+Why the de-duplication key is ``(stream, ts, id)`` and not ``(stream, id)``: an entry never
+changes, so a re-read brings the same id with the same timestamp (parsed to the same
+nanoseconds, whichever way it is written), and the two keys drop exactly the same
+re-reads. But ids are random UUIDs: keyed by id alone, every insert lands on a random page
+of the index; keyed by timestamp first, inserts go to the end of it, as entries arrive in
+timestamp order. Measured on 200,000 projected entries in pages of 500: 7.4 µs of CPU and
+90-110k rows/s by id, 2.6 µs and 210-315k rows/s by timestamp and id.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from runflow_tail.models import Entry, FetchedEntry
 JOURNAL_NAME = "journal.sqlite3"
 WRITER_AUTOCHECKPOINT_PAGES = 16384
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -81,6 +89,28 @@ _MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (rule, group_key)
     )
     """,
+    # De-duplicate by (stream, ts, id): the same re-reads, inserts at the index's end (see
+    # the module's docstring). SQLite cannot change a constraint, so the table is rebuilt;
+    # AUTOINCREMENT's record moves with it, so no seq is ever given twice.
+    4: """
+    CREATE TABLE entries_by_time (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        stream TEXT NOT NULL,
+        id TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        raw BLOB NOT NULL,
+        UNIQUE (stream, ts, id)
+    );
+    INSERT INTO entries_by_time (seq, stream, id, ts, raw)
+        SELECT seq, stream, id, ts, raw FROM entries ORDER BY seq;
+    DELETE FROM sqlite_sequence WHERE name = 'entries_by_time';
+    INSERT INTO sqlite_sequence (name, seq) SELECT 'entries_by_time', max(
+        coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'entries'), 0),
+        coalesce((SELECT max(seq) FROM entries), 0)
+    );
+    DROP TABLE entries;
+    ALTER TABLE entries_by_time RENAME TO entries
+    """,
 }
 
 
@@ -101,7 +131,7 @@ def _insert_sql(rows: int) -> str:
 
 
 def _tune(db: sqlite3.Connection) -> None:
-    # The UNIQUE(stream, id) index takes random UUIDs: keep its hot pages in memory.
+    # The de-duplication index's hot pages stay in memory.
     db.execute("PRAGMA cache_size=-8192")
     db.execute("PRAGMA temp_store=MEMORY")
 
@@ -268,7 +298,7 @@ class JournalStore(DeadLetterStore, AlertStateStore):
     def append(self, stream: str, rows: Iterable[FetchedEntry], state: CursorState) -> Appended:
         """Insert new entries and the new cursor in one transaction.
 
-        Re-read entries are dropped by ``UNIQUE(stream, id)``; the cursor can never run
+        Re-read entries are dropped by ``UNIQUE(stream, ts, id)``; the cursor can never run
         ahead of the data. Seqs are given here, in order, so the caller learns each new
         entry's seq without reading it back (an ignored re-read leaves a harmless gap).
         """
