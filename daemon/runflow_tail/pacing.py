@@ -21,6 +21,7 @@ MAX_RETRY_AFTER = 3600.0
 MAX_IN_FLIGHT = 32
 """Requests in flight at once per API key before any 429 (backfill asks for at most 32)."""
 RESET_IS_EPOCH = 1e9
+_JITTER = random.Random()
 
 
 class RateLimiter:
@@ -133,7 +134,9 @@ class Backoff:
         self.initial = initial
         self.maximum = maximum
         self.attempts = 0
-        self._rng = rng or random.Random()
+        # Not a new random.Random() each: seeding one reads the OS's entropy and fills the
+        # generator's state, and the delivery loop makes a Backoff for every batch.
+        self._rng = rng or _JITTER
 
     def next_delay(self, retry_after: float | None = None) -> float:
         ceiling = min(self.maximum, self.initial * 2.0 ** min(self.attempts, 32))
