@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -22,12 +23,12 @@ from runflow_tail.journal.alert_state import AlertStateStore
 from runflow_tail.journal.batch_read import read_batch
 from runflow_tail.journal.dead_letters import DeadLetterStore
 from runflow_tail.journal.recent import Appended
-from runflow_tail.models import Entry, FetchedEntry
+from runflow_tail.models import Entry, FetchedEntry, RejectedEntry
 
 JOURNAL_NAME = "journal.sqlite3"
 WRITER_AUTOCHECKPOINT_PAGES = 16384
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -81,6 +82,12 @@ _MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (rule, group_key)
     )
     """,
+    # Entries dead-lettered alone (one a sink cannot decode, one no sink can order) are
+    # kept once per sink however often they come again. NULL for batches: never equal.
+    4: """
+    ALTER TABLE dead_letters ADD COLUMN entry_key TEXT;
+    CREATE UNIQUE INDEX dead_letters_by_entry ON dead_letters (sink, entry_key)
+    """,
 }
 
 
@@ -108,6 +115,51 @@ def _tune(db: sqlite3.Connection) -> None:
 
 class _NewerSchema(sqlite3.DatabaseError):
     """Written by a newer runflow-tail: upgrading is the way out, not a reset."""
+
+
+QUICK_CHECK_MAX_BYTES = 256 * 1024 * 1024
+"""``PRAGMA quick_check`` at start for journals up to this size (it reads every page:
+measured at about 0.6 s per 100 MB here); a larger one is checked as it is read."""
+_SQLITE_CORRUPT = 11
+_SQLITE_FULL = 13
+_SQLITE_NOTADB = 26
+
+
+class JournalDiskFull(Exception):
+    """The disk under the journal is full: the write was rolled back whole; retry later."""
+
+
+def unreadable(path: Path, exc: BaseException) -> JournalUnreadable:
+    """The one message for a journal that cannot be read, at start or at any later point."""
+    return JournalUnreadable(
+        f"the journal {path} is unreadable ({exc}). Nothing was changed. To start "
+        f"over, run `runflow-tail checkpoint reset --all` (it moves the file aside), "
+        "or restore it from a backup."
+    )
+
+
+def translated(path: Path, exc: sqlite3.Error) -> Exception:
+    """What a SQLite error means for the journal's user: a full disk (wait, then retry the
+    same call), a damaged file (stop with ``unreadable``), or neither (unchanged)."""
+    code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+    if code == _SQLITE_FULL:
+        return JournalDiskFull(f"the disk holding {path} is full ({exc})")
+    if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+        return unreadable(path, exc)
+    return exc
+
+
+def create_private(path: Path) -> None:
+    """Create an empty journal file, mode 0600 whatever the umask (SQLite gives its -wal
+    and -shm files the database file's mode)."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(descriptor, 0o600)
+    finally:
+        os.close(descriptor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,10 +204,11 @@ class JournalStore(DeadLetterStore, AlertStateStore):
                 "or the Docker image"
             )
         try:
+            create_private(path)
             self._db = sqlite3.connect(
                 path, isolation_level=None, check_same_thread=False, timeout=30
             )
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise JournalUnreadable(
                 f"cannot open the journal {path} ({exc}); check state.dir and its permissions"
             ) from exc
@@ -174,6 +227,7 @@ class JournalStore(DeadLetterStore, AlertStateStore):
             self._rows_per_statement = min(ROWS_PER_STATEMENT, limit)
             self._migrate()
             self._db.execute("SELECT count(*) FROM cursors").fetchone()
+            self._quick_check()
             # Deliveries read through their own connection (and worker thread): WAL lets
             # them read committed pages while the poller's next page is being written.
             self._reader = sqlite3.connect(
@@ -186,11 +240,15 @@ class JournalStore(DeadLetterStore, AlertStateStore):
         except sqlite3.DatabaseError as exc:
             with contextlib.suppress(sqlite3.Error):
                 self._db.close()
-            raise JournalUnreadable(
-                f"the journal {path} is unreadable ({exc}). Nothing was changed. To start "
-                f"over, run `runflow-tail checkpoint reset --all` (it moves the file aside), "
-                "or restore it from a backup."
-            ) from exc
+            raise unreadable(path, exc) from exc
+
+    def _quick_check(self) -> None:
+        """Damage anywhere in the file, found at start rather than mid-run (when cheap)."""
+        if self.path.stat().st_size > QUICK_CHECK_MAX_BYTES:
+            return
+        found = [row[0] for row in self._db.execute("PRAGMA quick_check(3)").fetchall()]
+        if found != ["ok"]:
+            raise sqlite3.DatabaseError("; ".join(str(problem) for problem in found))
 
     def close(self) -> None:
         self._reader.close()
@@ -212,7 +270,8 @@ class JournalStore(DeadLetterStore, AlertStateStore):
                 self._db.execute(f"PRAGMA user_version={target}")
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
 
     # -- streams -----------------------------------------------------------------------
@@ -227,8 +286,13 @@ class JournalStore(DeadLetterStore, AlertStateStore):
 
     def save_cursor(self, stream: str, state: CursorState) -> None:
         self._db.execute("BEGIN IMMEDIATE")
-        self._write_cursor(stream, state)
-        self._db.execute("COMMIT")
+        try:
+            self._write_cursor(stream, state)
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
 
     def _write_cursor(self, stream: str, state: CursorState) -> None:
         self._db.execute(
@@ -265,17 +329,31 @@ class JournalStore(DeadLetterStore, AlertStateStore):
         """Forget a stream's checkpoint; its entries stay, so re-reads are still recognised."""
         self._db.execute("DELETE FROM cursors WHERE stream = ?", (stream,))
 
-    def append(self, stream: str, rows: Iterable[FetchedEntry], state: CursorState) -> Appended:
+    def append(
+        self,
+        stream: str,
+        rows: Iterable[FetchedEntry],
+        state: CursorState,
+        rejected: Sequence[RejectedEntry] = (),
+        sinks: Sequence[str] = (),
+    ) -> Appended:
         """Insert new entries and the new cursor in one transaction.
 
         Re-read entries are dropped by ``UNIQUE(stream, id)``; the cursor can never run
         ahead of the data. Seqs are given here, in order, so the caller learns each new
         entry's seq without reading it back (an ignored re-read leaves a harmless gap).
+        ``rejected`` items (nothing to order them by) become a dead letter of each of
+        ``sinks``, once each, in the same transaction, with timestamp 0.
         """
         new_rows: Sequence[FetchedEntry] = list(rows)
         self._db.execute("BEGIN IMMEDIATE")
         try:
             previous = self._sequence()
+            for item in rejected:
+                entry = Entry(previous, stream, item.id, 0, item.raw)
+                for sink in sinks:
+                    key = f"stream:{stream}:{item.id}"
+                    self.add_dead_letter(sink, [entry], f"rejected: {item.reason}", key=key)
             before = self._db.total_changes
             self._insert_entries(stream, previous + 1, new_rows)
             inserted = self._db.total_changes - before
@@ -295,7 +373,10 @@ class JournalStore(DeadLetterStore, AlertStateStore):
                 new_rows = [row for _, row in kept]
             self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            # SQLite has already rolled back after some errors (a full disk): do not
+            # turn the real error into "no transaction is active".
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
         last_seq = seqs[-1] if seqs else self.max_seq()
         return Appended(previous, stream, seqs, new_rows, last_seq)
@@ -352,13 +433,18 @@ class JournalStore(DeadLetterStore, AlertStateStore):
         """Register sinks seen for the first time at the journal's end: a sink added to a
         running setup receives new entries, not the whole retained history."""
         self._db.execute("BEGIN IMMEDIATE")
-        end = self.max_seq()
-        now = time.time()
-        self._db.executemany(
-            "INSERT OR IGNORE INTO sink_offsets (sink, offset, updated_at) VALUES (?, ?, ?)",
-            ((sink, end, now) for sink in sinks),
-        )
-        self._db.execute("COMMIT")
+        try:
+            end = self.max_seq()
+            now = time.time()
+            self._db.executemany(
+                "INSERT OR IGNORE INTO sink_offsets (sink, offset, updated_at) VALUES (?, ?, ?)",
+                ((sink, end, now) for sink in sinks),
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
         return self.offsets()
 
     def set_offset(self, sink: str, seq: int) -> None:
