@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from runflow_tail.config.load import load_settings
 from runflow_tail.errors import ConfigError
@@ -19,7 +21,7 @@ def test_a_start_outside_the_representable_range_is_a_configuration_problem(
             config_file=None,
             environ={
                 "RUNFLOW_API_KEY": "rf_0123456789",
-                "RUNFLOW_TAIL_STREAMS": ('[{"name": "all", "start_at": "%s"}]' % start_at),
+                "RUNFLOW_TAIL_STREAMS": json.dumps([{"name": "all", "start_at": start_at}]),
             },
         )
     [problem] = raised.value.problems
