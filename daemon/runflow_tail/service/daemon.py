@@ -373,6 +373,8 @@ class Daemon:
                 )
         if self.journal is not None and self.journal.full:
             problems.append("journal full: polling is paused until sinks catch up")
+        if self.journal is not None and self.journal.disk_full:
+            problems.append(f"journal: {self.journal.disk_full}; polling is paused until space returns")
         engine = self._engines.get("alerts")
         if engine is not None:
             problems += engine.worker.problems
