@@ -3,10 +3,7 @@ first, wherever it is found; a pause that loses nothing for the second."""
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -21,6 +18,7 @@ from runflow_tail.models import FetchedEntry
 from runflow_tail.service.daemon import Daemon, RunOptions
 from runflow_tail.sinks.file import FileSinkConfig
 
+from tests.support.filesystems import small_filesystem
 from tests.support.harness import run_cli, settings_for, wait_for
 from tests.support.hostile import hostile_api, item
 
@@ -89,23 +87,6 @@ def _disk_full() -> sqlite3.OperationalError:
     error.sqlite_errorcode = 13  # SQLITE_FULL
     error.sqlite_errorname = "SQLITE_FULL"
     return error
-
-
-@contextlib.contextmanager
-def small_filesystem(where: Path, size: str = "4m") -> Iterator[Path]:
-    """A tmpfs of ``size`` mounted at ``where`` (root only); skips the test elsewhere."""
-    where.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 def _settings(api: object, tmp_path: Path, state: Path, output: Path) -> Settings:
