@@ -23,7 +23,7 @@ from runflow_tail.filters import Filter, parse_filter
 from runflow_tail.journal import Journal
 from runflow_tail.metrics import Metrics
 from runflow_tail.models import Entry, EntryUndecodable
-from runflow_tail.observability import get_logger
+from runflow_tail.observability import get_logger, redact
 from runflow_tail.pacing import Backoff
 from runflow_tail.run_object import with_derived
 from runflow_tail.sinks.base import Sink, SinkConfigBase
@@ -275,6 +275,7 @@ class Delivery:
     async def _dead_letter_entries(self, entries: list[tuple[Entry, str]]) -> None:
         """Entries this sink cannot handle: each kept alone with its reason, once (a batch
         re-read after a restart finds them kept); the rest of the batch goes on."""
+        entries = [(entry, redact(reason)) for entry, reason in entries]
         added = await self._journal.dead_letter_entries(self.name, entries)
         self.health.dead_letters += added
         self._metrics.dead_letters.labels(self.name).inc(added)
@@ -289,6 +290,7 @@ class Delivery:
             )
 
     async def _dead_letter(self, batch: list[Entry], end: int, reason: str) -> None:
+        reason = redact(reason)  # kept in the journal, shown by status and replay
         await self._journal.dead_letter(self.name, batch, reason, end)
         self.health.dead_letters += 1
         self._metrics.dead_letters.labels(self.name).inc()
@@ -307,7 +309,7 @@ class Delivery:
     def _mark_failing(self, problem: str) -> None:
         if self.health.failing_since is None:
             self.health.failing_since = anyio.current_time()
-        self.health.problem = problem
+        self.health.problem = redact(problem)
 
     def _mark_delivered(self, count: int) -> None:
         self.health.delivered += count

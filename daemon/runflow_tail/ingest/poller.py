@@ -40,7 +40,7 @@ from runflow_tail.ingest.stream_health import StreamHealth, query_fingerprint
 from runflow_tail.journal import CursorState, Journal
 from runflow_tail.metrics import Metrics
 from runflow_tail.models import FetchedEntry, RejectedEntry
-from runflow_tail.observability import get_logger
+from runflow_tail.observability import get_logger, redact
 from runflow_tail.pacing import Backoff
 from runflow_tail.times import NS_PER_SECOND, format_instant, parse_start
 
@@ -552,6 +552,7 @@ class Poller:
         await self._mark_failing(problem)
 
     async def _mark_failing(self, problem: str) -> None:
+        problem = redact(problem)  # persisted for status, shown by /readyz
         changed = self.health.problem != problem
         self.health.problem = problem
         if changed:

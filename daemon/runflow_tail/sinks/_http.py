@@ -20,6 +20,7 @@ from pydantic import Field, SecretStr, model_validator
 from runflow_tail.errors import SinkRejectedError, SinkRetryableError
 from runflow_tail.models import PositiveDuration
 from runflow_tail.observability import get_logger
+from runflow_tail.observability import redact as redact_everywhere
 from runflow_tail.pacing import parse_retry_after
 from runflow_tail.sinks.base import SinkConfigBase
 from runflow_tail.version import USER_AGENT
@@ -49,7 +50,9 @@ def default_retryable(status: int) -> bool:
 
 
 def body_text(response: httpx.Response) -> str:
-    return response.text[:ANSWER_SHOWN].strip()
+    # Cut well past what is shown: the cut that shows it comes after redaction, so a
+    # secret at this cut could only be partly hidden beyond the part shown.
+    return response.text[: ANSWER_SHOWN * 64].strip()
 
 
 class HttpOptions(SinkConfigBase):
@@ -118,12 +121,12 @@ def redactor(secrets: Iterable[str]) -> Redact:
     """Replace each secret in a text by a mask (the longest first, so none shows in part)."""
     values = sorted({value for value in secrets if len(value) >= 4}, key=len, reverse=True)
     if not values:
-        return _unchanged
+        return redact_everywhere
 
     def redact(text: str) -> str:
         for value in values:
             text = text.replace(value, MASK)
-        return text
+        return redact_everywhere(text)
 
     return redact
 
@@ -177,7 +180,8 @@ async def post(
     status = response.status_code
     if 200 <= status < 300:
         return response
-    explanation = redact(said(response)[:ANSWER_SHOWN])
+    # Redacted whole, then cut: a secret cut in two would no longer match.
+    explanation = redact(said(response))[:ANSWER_SHOWN]
     reason = f"{label} answered HTTP {status}" + (f": {explanation}" if explanation else "")
     if retryable(status):
         raise SinkRetryableError(reason, retry_after=retry_after(response))
