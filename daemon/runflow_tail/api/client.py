@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import anyio
 import httpx
 import msgspec
 
@@ -186,6 +187,8 @@ class RunflowClient:
             follow_redirects=False,
         )
         self._timeout = settings.timeout
+        self._deadline = settings.request_deadline
+        self._max_bytes = settings.max_response_bytes
         self._key = settings.api_key.get_secret_value().encode()
         self.limiter = limiter or RateLimiter(settings.max_requests_per_second)
         self.requests_made = 0
@@ -264,6 +267,32 @@ class RunflowClient:
         body, _ = await self._exchange(url, params, what=what)
         return body
 
+    async def _get_bounded(
+        self, url: str, params: Mapping[str, str], *, what: str
+    ) -> tuple[httpx.Response, bytes]:
+        """The answer, read only up to ``max_response_bytes`` (decoded: a gzip bomb stops
+        at the limit too)."""
+        async with self._http.stream("GET", url, params=params) as response:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > self._max_bytes:
+                self._too_large(what, int(declared))
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > self._max_bytes:
+                    self._too_large(what, size)
+                chunks.append(chunk)
+        return response, b"".join(chunks)
+
+    def _too_large(self, what: str, size: int) -> None:
+        self._metrics.api_requests.labels("error").inc()
+        raise ApiMalformedResponse(
+            f"{what}: the API's answer is larger than api.max_response_bytes "
+            f"({self._max_bytes:,} bytes; {size:,} read or announced): raise it, or lower "
+            "the stream's page_size"
+        )
+
     async def _exchange(
         self, url: str, params: Mapping[str, str], *, what: str
     ) -> tuple[bytes, httpx.Headers]:
@@ -271,8 +300,14 @@ class RunflowClient:
             self.requests_made += 1
             sent = time.monotonic()
             try:
-                response = await self._http.get(url, params=params)
-                body = response.content
+                with anyio.fail_after(self._deadline):
+                    response, body = await self._get_bounded(url, params, what=what)
+            except TimeoutError as exc:
+                self._metrics.api_requests.labels("error").inc()
+                raise ApiTransportError(
+                    f"{what}: no complete answer from the API within {self._deadline:g}s "
+                    "(api.request_deadline)"
+                ) from exc
             except httpx.TimeoutException as exc:
                 self._metrics.api_requests.labels("error").inc()
                 raise ApiTransportError(

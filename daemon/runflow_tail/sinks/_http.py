@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import base64
 import ssl
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+import anyio
 import httpx
 from pydantic import Field, SecretStr, model_validator
 
@@ -26,6 +28,8 @@ from runflow_tail.sinks.base import SinkConfigBase
 from runflow_tail.version import USER_AGENT
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
+DEFAULT_REQUEST_DEADLINE = 60.0
+"""Longest a whole request may take, answer included, unless a sink's options say."""
 ANSWER_SHOWN = 200
 """Characters of a refusal's body quoted in the error."""
 MASK = "********"
@@ -64,6 +68,9 @@ class HttpOptions(SinkConfigBase):
     basic_username: str | None = None
     basic_password: SecretStr | None = None
     timeout: PositiveDuration = 10.0
+    """Longest wait for any one step of a request (connecting, each read)."""
+    request_deadline: PositiveDuration = DEFAULT_REQUEST_DEADLINE
+    """Longest a whole request may take (a receiver trickling its answer is cut off)."""
     verify: bool = True
     """TLS certificate verification; turn off only for testing (a warning is logged)."""
     ca_file: Path | None = None
@@ -111,6 +118,7 @@ class HttpOptions(SinkConfigBase):
             )
         return http_client(
             timeout=self.timeout,
+            deadline=self.request_deadline,
             headers={"Content-Type": content_type, **self.auth_headers(), **headers},
             auth=auth,
             verify=verify,
@@ -136,21 +144,28 @@ def url_label(url: str) -> str:
     return str(httpx.URL(url).copy_with(query=None, userinfo=b""))
 
 
+_deadlines: weakref.WeakKeyDictionary[httpx.AsyncClient, float] = weakref.WeakKeyDictionary()
+
+
 def http_client(
     *,
     timeout: float,
+    deadline: float = DEFAULT_REQUEST_DEADLINE,
     headers: Mapping[str, str] | None = None,
     auth: httpx.Auth | None = None,
     verify: ssl.SSLContext | bool = True,
 ) -> httpx.AsyncClient:
-    """A client that never follows redirects (a redirect could carry a token elsewhere)."""
-    return httpx.AsyncClient(
+    """A client that never follows redirects (a redirect could carry a token elsewhere);
+    each ``post`` through it must finish within ``deadline`` seconds."""
+    client = httpx.AsyncClient(
         headers={"Content-Type": "application/json", "User-Agent": USER_AGENT, **(headers or {})},
         auth=auth,
         timeout=httpx.Timeout(timeout),
         verify=verify,
         follow_redirects=False,
     )
+    _deadlines[client] = deadline
+    return client
 
 
 async def post(
@@ -171,8 +186,12 @@ async def post(
     ``said`` extracts the destination's own explanation from a refusal (a protobuf
     ``Status``, Loki's plain text, ...); it is quoted, redacted, in the error.
     """
+    deadline = _deadlines.get(http, DEFAULT_REQUEST_DEADLINE)
     try:
-        response = await http.post(url, content=content, headers=headers, params=params)
+        with anyio.fail_after(deadline):
+            response = await http.post(url, content=content, headers=headers, params=params)
+    except TimeoutError as exc:
+        raise SinkRetryableError(f"{label}: no complete answer within {deadline:g}s") from exc
     except httpx.TimeoutException as exc:
         raise SinkRetryableError(f"{label}: no answer within {http.timeout.read or 0:g}s") from exc
     except httpx.HTTPError as exc:
