@@ -10,7 +10,6 @@ Tables: ``entries`` (every fetched entry, bytes as received, ``UNIQUE(stream, id
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import sqlite3
 import time
@@ -23,100 +22,21 @@ from runflow_tail.journal.alert_state import AlertStateStore
 from runflow_tail.journal.batch_read import read_batch
 from runflow_tail.journal.dead_letters import DeadLetterStore
 from runflow_tail.journal.recent import Appended
+from runflow_tail.journal.schema import (
+    _MIGRATIONS,
+    _PADDING_ROW,
+    ROWS_PER_STATEMENT,
+    SCHEMA_VERSION,
+    SMALL_STATEMENT_ROWS,
+    WAL_SIZE_LIMIT,
+    WRITER_AUTOCHECKPOINT_PAGES,
+    _insert_sql,
+    _NewerSchema,
+    _tune,
+)
 from runflow_tail.models import Entry, FetchedEntry, RejectedEntry
 
 JOURNAL_NAME = "journal.sqlite3"
-WRITER_AUTOCHECKPOINT_PAGES = 16384
-WAL_SIZE_LIMIT = 64 * 1024 * 1024
-SCHEMA_VERSION = 4
-
-_MIGRATIONS: dict[int, str] = {
-    1: """
-    CREATE TABLE entries (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        stream TEXT NOT NULL,
-        id TEXT NOT NULL,
-        ts INTEGER NOT NULL,
-        raw BLOB NOT NULL,
-        UNIQUE (stream, id)
-    );
-    CREATE TABLE cursors (
-        stream TEXT PRIMARY KEY,
-        watermark INTEGER,
-        floor INTEGER,
-        strategy TEXT,
-        api_cursor TEXT,
-        fingerprint TEXT NOT NULL,
-        last_id TEXT,
-        updated_at REAL NOT NULL,
-        health_error TEXT,
-        last_success_at REAL
-    );
-    CREATE TABLE sink_offsets (
-        sink TEXT PRIMARY KEY,
-        offset INTEGER NOT NULL,
-        updated_at REAL NOT NULL
-    );
-    CREATE TABLE dead_letters (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        sink TEXT NOT NULL,
-        first_seq INTEGER NOT NULL,
-        last_seq INTEGER NOT NULL,
-        reason TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        entries BLOB NOT NULL
-    );
-    CREATE INDEX dead_letters_by_sink ON dead_letters (sink, id);
-    """,
-    # The batch a sink was sending when it stopped, so it is re-sent with the same
-    # boundaries (and idempotency keys) after a restart.
-    2: "ALTER TABLE sink_offsets ADD COLUMN pending INTEGER",
-    # The alert engine's rule state (window matches, cooldowns, open incidents, pending
-    # digests), one row per rule and group, written with its offset and its alerts.
-    3: """
-    CREATE TABLE alert_state (
-        rule TEXT NOT NULL,
-        group_key TEXT NOT NULL,
-        state BLOB NOT NULL,
-        updated_at REAL NOT NULL,
-        PRIMARY KEY (rule, group_key)
-    )
-    """,
-    # Entries dead-lettered alone (one a sink cannot decode, one no sink can order) are
-    # kept once per sink however often they come again. NULL for batches: never equal.
-    4: """
-    ALTER TABLE dead_letters ADD COLUMN entry_key TEXT;
-    CREATE UNIQUE INDEX dead_letters_by_entry ON dead_letters (sink, entry_key)
-    """,
-}
-
-
-ROWS_PER_STATEMENT = 1024
-"""Rows per INSERT statement (5 parameters each), unless SQLite was built with a lower
-limit. Each statement is one GIL handoff."""
-SMALL_STATEMENT_ROWS = 64
-"""For the few entries of a live poll: padding them to a large statement would waste
-binding work on every poll."""
-_PADDING_ROW = (0, None, None, None, None)
-
-
-@functools.lru_cache(maxsize=4)
-def _insert_sql(rows: int) -> str:
-    values = ",".join(["(?,?,?,?,?)"] * rows)
-    # Only placeholders are interpolated, never data.
-    return f"INSERT OR IGNORE INTO entries (seq, stream, id, ts, raw) VALUES {values}"  # noqa: S608
-
-
-def _tune(db: sqlite3.Connection) -> None:
-    # The UNIQUE(stream, id) index takes random UUIDs: keep its hot pages in memory.
-    db.execute("PRAGMA cache_size=-8192")
-    db.execute("PRAGMA temp_store=MEMORY")
-
-
-class _NewerSchema(sqlite3.DatabaseError):
-    """Written by a newer runflow-tail: upgrading is the way out, not a reset."""
-
-
 QUICK_CHECK_MAX_BYTES = 256 * 1024 * 1024
 """``PRAGMA quick_check`` at start for journals up to this size (it reads every page:
 measured at about 0.6 s per 100 MB here); a larger one is checked as it is read."""
