@@ -71,6 +71,8 @@ def test_a_journal_from_before_alerts_is_migrated_in_place(tmp_path: Path) -> No
     store.close()
     db = sqlite3.connect(path)
     db.execute("DROP TABLE alert_state")
+    db.execute("DROP INDEX dead_letters_by_entry")  # schema 4's, too
+    db.execute("ALTER TABLE dead_letters DROP COLUMN entry_key")
     db.execute("PRAGMA user_version=2")
     db.commit()
     db.close()

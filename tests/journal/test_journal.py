@@ -395,20 +395,20 @@ def make_v1_journal(path: Path) -> None:
     db.close()
 
 
-def test_the_v4_upgrade_keeps_entries_and_never_gives_a_seq_twice(tmp_path: Path) -> None:
-    """A v3 journal whose retention removed its newest entries is rebuilt with the
+def test_the_v5_upgrade_keeps_entries_and_never_gives_a_seq_twice(tmp_path: Path) -> None:
+    """A v4 journal whose retention removed its newest entries is rebuilt with the
     (stream, ts, id) key: its entries stay, new ones continue after every seq ever given,
     and a re-read of a kept entry is still dropped."""
     path = tmp_path / JOURNAL_NAME
     db = sqlite3.connect(path)
-    for version in (1, 2, 3):
+    for version in (1, 2, 3, 4):
         db.executescript(_MIGRATIONS[version])
     db.executemany(
         "INSERT INTO entries (stream, id, ts, raw) VALUES ('s', ?, ?, ?)",
         [(name, T0 + n, b"{}") for n, name in enumerate("abcde")],
     )
     db.execute("DELETE FROM entries WHERE id IN ('d', 'e')")  # seq 5 was given, then pruned
-    db.execute("PRAGMA user_version=3")
+    db.execute("PRAGMA user_version=4")
     db.commit()
     db.close()
     store = JournalStore(path)

@@ -16,17 +16,19 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import anyio
 import httpx
 import msgspec
 
+from runflow_tail.api import deep_json
 from runflow_tail.api.errors import classify_api_response
 from runflow_tail.api.settings import ApiSettings
 from runflow_tail.errors import ApiConfigurationError, ApiMalformedResponse, ApiTransportError
 from runflow_tail.metrics import Metrics
-from runflow_tail.models import FetchedEntry
+from runflow_tail.models import FetchedEntry, RejectedEntry
 from runflow_tail.observability import get_logger
 from runflow_tail.pacing import RateLimiter
-from runflow_tail.times import NS_PER_SECOND, TimeValueError, parse_timestamp
+from runflow_tail.times import MAX_NS, MIN_NS, NS_PER_SECOND, TimeValueError, parse_timestamp
 from runflow_tail.version import USER_AGENT
 
 SORT_ASCENDING = "timestamp:asc,id:asc"
@@ -45,6 +47,8 @@ class Page:
     seen_since_ns: int | None = None
     """An API-clock instant no later than when this page was evaluated (from the response's
     Date header, less the request's duration and the header's one-second resolution)."""
+    rejected: tuple[RejectedEntry, ...] = ()
+    """Items that cannot be journaled as entries, with the reason (dead-lettered)."""
 
 
 class _PageBody(msgspec.Struct):
@@ -69,33 +73,43 @@ _decode_key = msgspec.json.Decoder(_EntryKey).decode
 
 
 def parse_page(body: bytes) -> Page:
-    """Split a page into entries; raises ``msgspec.DecodeError`` for a body that is not a page."""
-    page = _decode_page(body)
+    """Split a page into entries; raises ``msgspec.DecodeError`` for a body that is not a page.
+
+    An item that cannot be ordered (no readable ``id`` and ``timestamp``, a timestamp
+    outside the times we can store) is returned in ``rejected`` with the reason, never
+    dropped silently and never fatal. An item nested deeper than the decoder goes is kept
+    as received (see ``deep_json``).
+    """
+    keys: list[_EntryKey] | None = None
     try:
-        # Every id and timestamp in one pass over the page, not one decoder call per entry.
-        keys: list[_EntryKey] | None = _decode_keys(body).items
-    except msgspec.DecodeError:
-        keys = None  # some item is malformed: judge each one on its own below
+        page = _decode_page(body)
+        items: list[Any] = page.items
+        next_cursor = page.next if page.next is not None else page.next_pq
+        try:
+            # Every id and timestamp in one pass over the page, not one decoder call per entry.
+            keys = _decode_keys(body).items
+        except (msgspec.DecodeError, RecursionError):
+            keys = None  # some item is malformed or deep: judge each one on its own below
+    except RecursionError:
+        items, next_token, next_pq = deep_json.split_page(body)
+        next_cursor = next_token if next_token is not None else next_pq
     entries: list[FetchedEntry] = []
-    invalid = 0
+    rejected: list[RejectedEntry] = []
     # One search of the page instead of one per item: pages are usually compact.
     may_hold_line_breaks = b"\n" in body
-    for index, item in enumerate(page.items):
+    for index, item in enumerate(items):
         raw = bytes(item)
         if may_hold_line_breaks and b"\n" in raw:
             # Only insignificant whitespace can hold a raw line break in JSON; compacting
             # it keeps every value as sent and keeps the entry one line in JSON Lines.
-            raw = msgspec.json.format(raw, indent=-1)
+            raw = _compact(raw)
         try:
-            key = keys[index] if keys is not None else _decode_key(raw)
+            key = keys[index] if keys is not None else _read_key(raw)
             if key.timestamp is None:
-                raise TimeValueError("no timestamp")
+                raise TimeValueError("the entry has no timestamp")
             timestamp_ns = parse_timestamp(key.timestamp)
         except (msgspec.DecodeError, TimeValueError) as exc:
-            invalid += 1
-            log.warning(
-                "api.entry_invalid", reason=str(exc), item=raw[:200].decode("utf-8", "replace")
-            )
+            rejected.append(RejectedEntry(_best_id(raw), raw, _rejection(exc)))
             continue
         # An entry without an id still deserves delivery; a digest of its bytes is stable
         # across re-reads, so de-duplication keeps working.
@@ -103,11 +117,45 @@ def parse_page(body: bytes) -> Page:
         entries.append(_new_entry(FetchedEntry, (entry_id, timestamp_ns, raw)))
     return Page(
         entries=entries,
-        next_cursor=page.next if page.next is not None else page.next_pq,
-        item_count=len(page.items),
-        invalid=invalid,
+        next_cursor=next_cursor,
+        item_count=len(items),
+        invalid=len(rejected),
         body_bytes=len(body),
+        rejected=tuple(rejected),
     )
+
+
+def _compact(raw: bytes) -> bytes:
+    try:
+        return msgspec.json.format(raw, indent=-1)
+    except RecursionError:
+        return deep_json.compact(raw)
+    except msgspec.DecodeError:
+        return raw  # not JSON: rejected below, as received
+
+
+def _read_key(raw: bytes) -> _EntryKey:
+    try:
+        return _decode_key(raw)
+    except RecursionError:
+        found = deep_json.top_level_strings(raw, ("id", "timestamp"))
+        return _EntryKey(id=found.get("id"), timestamp=found.get("timestamp"))
+
+
+def _best_id(raw: bytes) -> str:
+    """The item's own id when it has a readable one, else a digest of its bytes (stable
+    across re-reads, so the same item is dead-lettered once)."""
+    try:
+        found = _read_key(raw).id
+    except (msgspec.DecodeError, RecursionError):
+        found = None
+    return found or "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def _rejection(exc: Exception) -> str:
+    if isinstance(exc, TimeValueError):
+        return f"its timestamp cannot be used: {exc}"
+    return f"it is not an object with a string id and timestamp: {exc}"
 
 
 class RunflowClient:
@@ -139,6 +187,8 @@ class RunflowClient:
             follow_redirects=False,
         )
         self._timeout = settings.timeout
+        self._deadline = settings.request_deadline
+        self._max_bytes = settings.max_response_bytes
         self._key = settings.api_key.get_secret_value().encode()
         self.limiter = limiter or RateLimiter(settings.max_requests_per_second)
         self.requests_made = 0
@@ -217,6 +267,32 @@ class RunflowClient:
         body, _ = await self._exchange(url, params, what=what)
         return body
 
+    async def _get_bounded(
+        self, url: str, params: Mapping[str, str], *, what: str
+    ) -> tuple[httpx.Response, bytes]:
+        """The answer, read only up to ``max_response_bytes`` (decoded: a gzip bomb stops
+        at the limit too)."""
+        async with self._http.stream("GET", url, params=params) as response:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > self._max_bytes:
+                self._too_large(what, int(declared))
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > self._max_bytes:
+                    self._too_large(what, size)
+                chunks.append(chunk)
+        return response, b"".join(chunks)
+
+    def _too_large(self, what: str, size: int) -> None:
+        self._metrics.api_requests.labels("error").inc()
+        raise ApiMalformedResponse(
+            f"{what}: the API's answer is larger than api.max_response_bytes "
+            f"({self._max_bytes:,} bytes; {size:,} read or announced): raise it, or lower "
+            "the stream's page_size"
+        )
+
     async def _exchange(
         self, url: str, params: Mapping[str, str], *, what: str
     ) -> tuple[bytes, httpx.Headers]:
@@ -224,8 +300,14 @@ class RunflowClient:
             self.requests_made += 1
             sent = time.monotonic()
             try:
-                response = await self._http.get(url, params=params)
-                body = response.content
+                with anyio.fail_after(self._deadline):
+                    response, body = await self._get_bounded(url, params, what=what)
+            except TimeoutError as exc:
+                self._metrics.api_requests.labels("error").inc()
+                raise ApiTransportError(
+                    f"{what}: no complete answer from the API within {self._deadline:g}s "
+                    "(api.request_deadline)"
+                ) from exc
             except httpx.TimeoutException as exc:
                 self._metrics.api_requests.labels("error").inc()
                 raise ApiTransportError(
@@ -269,4 +351,6 @@ def _evaluated_no_later_than(date: str | None, duration: float) -> int | None:
     # The header has whole seconds and servers refresh it about once a second; the request
     # itself took `duration`.
     margin = 2.0 + duration
-    return int((sent.timestamp() - margin) * NS_PER_SECOND)
+    evaluated = int((sent.timestamp() - margin) * NS_PER_SECOND)
+    # A Date header from year 1600 or 9999 says nothing usable about the API's clock.
+    return evaluated if MIN_NS <= evaluated <= MAX_NS else None

@@ -12,6 +12,7 @@ gap check, logged and counted).
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import replace
 
 import anyio
@@ -38,8 +39,8 @@ from runflow_tail.ingest.run_filter import LocalFilter, verified
 from runflow_tail.ingest.stream_health import StreamHealth, query_fingerprint
 from runflow_tail.journal import CursorState, Journal
 from runflow_tail.metrics import Metrics
-from runflow_tail.models import FetchedEntry
-from runflow_tail.observability import get_logger
+from runflow_tail.models import FetchedEntry, RejectedEntry
+from runflow_tail.observability import get_logger, redact
 from runflow_tail.pacing import Backoff
 from runflow_tail.times import NS_PER_SECOND, format_instant, parse_start
 
@@ -58,6 +59,8 @@ BACKFILL_MEMORY = 32 * 1024 * 1024
 PAGES_PER_COMMIT = 8
 COMMIT_BYTES = 4 * 1024 * 1024
 """A group commit stops growing at this many bytes of pages (bounded memory)."""
+REJECTED_REMEMBERED = 1024
+"""Dead-lettered items already reported (a re-read brings them again)."""
 
 log = get_logger(__name__)
 
@@ -97,6 +100,7 @@ class Poller:
         """Seconds to commit one page, smoothed."""
         self._persisted_health_at = 0.0
         self._reported_problem: str | None = None
+        self._rejected_noted: OrderedDict[str, None] = OrderedDict()
 
     async def run(self) -> None:
         self.stream, self._local = await verified(self.configured, self._client, self._api)
@@ -440,9 +444,11 @@ class Poller:
         state = replace(state, api_cursor=api_cursor, strategy=self._strategy)
         if self._local is not None:
             kept = self._local.keep(kept)  # after the cursor moved past all of them
-        if kept or state != self._state:
+        rejected = [item for page in pages for item in page.rejected]
+        if kept or rejected or state != self._state:
             started = time.monotonic()
-            inserted = await self._journal.append(self.stream.name, kept, state)
+            inserted = await self._journal.append(self.stream.name, kept, state, rejected)
+            self._note_rejected(rejected)
             took = (time.monotonic() - started) / max(1, len(pages))
             self._commit_time = (
                 took if not self._commit_time else 0.8 * self._commit_time + 0.2 * took
@@ -454,6 +460,25 @@ class Poller:
         self.health.watermark_ns = state.watermark
 
     # -- trouble -------------------------------------------------------------------------
+
+    def _note_rejected(self, rejected: list[RejectedEntry]) -> None:
+        """Say once per item (it comes back with every re-read) that it was dead-lettered."""
+        for item in rejected:
+            if item.id in self._rejected_noted:
+                continue
+            self._rejected_noted[item.id] = None
+            if len(self._rejected_noted) > REJECTED_REMEMBERED:
+                self._rejected_noted.popitem(last=False)
+            self._metrics.entries_rejected.labels(self.stream.name).inc()
+            log.warning(
+                "stream.entry_dead_lettered",
+                stream=self.stream.name,
+                id=item.id,
+                reason=item.reason,
+                item=item.raw[:200].decode("utf-8", "replace"),
+                action="kept as a dead letter of each sink of the stream (runflow-tail "
+                "replay --sink NAME --dead-letters); polling goes on",
+            )
 
     async def _on_cursor_rejected(self, exc: ApiCursorRejected) -> None:
         self.health.cursor_resets += 1
@@ -527,6 +552,7 @@ class Poller:
         await self._mark_failing(problem)
 
     async def _mark_failing(self, problem: str) -> None:
+        problem = redact(problem)  # persisted for status, shown by /readyz
         changed = self.health.problem != problem
         self.health.problem = problem
         if changed:

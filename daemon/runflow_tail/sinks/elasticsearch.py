@@ -93,6 +93,9 @@ class ElasticsearchSinkConfig(HttpOptions):
             values.append(self.api_key.get_secret_value())
         return values
 
+    def needs_fields(self) -> bool:
+        return False  # each document is the entry's bytes plus @timestamp
+
     def build(self, name: str) -> ElasticsearchSink:
         return ElasticsearchSink(self, name=name)
 

@@ -72,6 +72,9 @@ class LokiSinkConfig(HttpOptions):
                 raise ValueError(f"label {name!r} needs a value (Loki drops empty labels)")
         return value
 
+    def needs_fields(self) -> bool:
+        return bool(self.label_fields) or self.line == "message" or self.structured_metadata
+
     def build(self, name: str) -> LokiSink:
         return LokiSink(self, name=name)
 
