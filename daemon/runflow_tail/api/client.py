@@ -72,6 +72,39 @@ _decode_keys = msgspec.json.Decoder(_PageKeys).decode
 _decode_key = msgspec.json.Decoder(_EntryKey).decode
 
 
+@dataclass(frozen=True, slots=True)
+class PageBody:
+    """A page as it arrived, split into its items and cursor but not yet read item by item:
+    enough to ask for the next page while this one is parsed (``parse``)."""
+
+    body: bytes
+    items: list[Any]
+    next_cursor: str | None
+    deep: bool = False
+    """Nested past the decoder: split without recursion (``deep_json``)."""
+    seen_since_ns: int | None = None
+
+    @property
+    def item_count(self) -> int:
+        return len(self.items)
+
+    def parse(self) -> Page:
+        return _parse_items(self)
+
+
+def split_page(body: bytes) -> PageBody:
+    """A page's items and cursor (the cheap part of ``parse_page``); raises
+    ``msgspec.DecodeError`` for a body that is not a page."""
+    try:
+        page = _decode_page(body)
+    except RecursionError:
+        items, next_token, next_pq = deep_json.split_page(body)
+        cursor = next_token if next_token is not None else next_pq
+        return PageBody(body, list(items), cursor, deep=True)
+    next_cursor = page.next if page.next is not None else page.next_pq
+    return PageBody(body, page.items, next_cursor)
+
+
 def parse_page(body: bytes) -> Page:
     """Split a page into entries; raises ``msgspec.DecodeError`` for a body that is not a page.
 
@@ -80,19 +113,18 @@ def parse_page(body: bytes) -> Page:
     dropped silently and never fatal. An item nested deeper than the decoder goes is kept
     as received (see ``deep_json``).
     """
+    return _parse_items(split_page(body))
+
+
+def _parse_items(split: PageBody) -> Page:
+    body, items = split.body, split.items
     keys: list[_EntryKey] | None = None
-    try:
-        page = _decode_page(body)
-        items: list[Any] = page.items
-        next_cursor = page.next if page.next is not None else page.next_pq
+    if not split.deep:
         try:
             # Every id and timestamp in one pass over the page, not one decoder call per entry.
             keys = _decode_keys(body).items
         except (msgspec.DecodeError, RecursionError):
             keys = None  # some item is malformed or deep: judge each one on its own below
-    except RecursionError:
-        items, next_token, next_pq = deep_json.split_page(body)
-        next_cursor = next_token if next_token is not None else next_pq
     entries: list[FetchedEntry] = []
     rejected: list[RejectedEntry] = []
     # One search of the page instead of one per item: pages are usually compact.
@@ -117,10 +149,11 @@ def parse_page(body: bytes) -> Page:
         entries.append(_new_entry(FetchedEntry, (entry_id, timestamp_ns, raw)))
     return Page(
         entries=entries,
-        next_cursor=next_cursor,
+        next_cursor=split.next_cursor,
         item_count=len(items),
         invalid=len(rejected),
         body_bytes=len(body),
+        seen_since_ns=split.seen_since_ns,
         rejected=tuple(rejected),
     )
 
@@ -212,6 +245,22 @@ class RunflowClient:
         cursor: str | None = None,
     ) -> Page:
         """One page of ``GET /v1/runs/{run_id}/logs``, sorted by (timestamp, id) ascending."""
+        split = await self.fetch_page_body(
+            run_id, query=query, fields=fields, limit=limit, cursor=cursor
+        )
+        return split.parse()
+
+    async def fetch_page_body(
+        self,
+        run_id: str,
+        *,
+        query: str = "",
+        fields: tuple[str, ...] = (),
+        limit: int = 500,
+        cursor: str | None = None,
+    ) -> PageBody:
+        """``fetch_logs`` up to its items and cursor: the caller may ask for the next page
+        before it reads this one's entries (``PageBody.parse``)."""
         params: dict[str, str] = {"limit": str(limit), "sort_by": SORT_ASCENDING}
         if query:
             params["q"] = query
@@ -224,7 +273,7 @@ class RunflowClient:
             f"/v1/runs/{run_id}/logs", params, what=f"fetching logs of run {run_id}"
         )
         try:
-            page = parse_page(body)
+            split = split_page(body)
         except msgspec.DecodeError as exc:
             raise ApiMalformedResponse(
                 f"fetching logs of run {run_id}: the API sent a body that is not a page of "
@@ -232,7 +281,7 @@ class RunflowClient:
                 status=200,
             ) from exc
         evaluated = _evaluated_no_later_than(headers.get("date"), time.monotonic() - started)
-        return replace(page, seen_since_ns=evaluated) if evaluated is not None else page
+        return replace(split, seen_since_ns=evaluated) if evaluated is not None else split
 
     async def get_json(self, path: str, *, what: str) -> Any:
         body = await self._get(path, {}, what=what)

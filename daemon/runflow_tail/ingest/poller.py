@@ -16,9 +16,9 @@ from collections import OrderedDict
 from dataclasses import replace
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from runflow_tail.api.client import Page, RunflowClient
+from runflow_tail.api.client import Page, PageBody, RunflowClient
 from runflow_tail.api.range_query import PROBE_FUTURE_NS, RangeForm, with_range
 from runflow_tail.api.settings import ApiSettings
 from runflow_tail.config.model import StreamSettings
@@ -53,6 +53,8 @@ one request after another achieves (round trip x rate)."""
 PARALLEL_STAY = 1.2
 """Once started, parallel windows go on while the gain is at least this."""
 RECHECK_PAGES = 8
+PREFETCH_PAGES = 1
+"""Pages asked for ahead of the one being read: enough to overlap the API's work with ours."""
 """A sequential walk asks every this many pages whether parallel windows would pay now."""
 BACKFILL_MEMORY = 32 * 1024 * 1024
 """Fetched pages waiting for their commit: bounds memory during a backlog."""
@@ -235,49 +237,86 @@ class Poller:
         self, query: str, first: Page, lower: int | None, *, may_hand_over: bool
     ) -> tuple[Page, bool]:
         """Commit ``first`` and every page after it, by cursor, until a short page; returns
-        the last page, and whether it stopped early because parallel windows would pay."""
-        # Pipelining: pages go to a committer task through a small bounded buffer, so the
-        # next request is out while earlier pages commit; when commits fall behind, the
-        # committer takes every waiting page in one transaction (fewer, larger commits).
+        the last page, and whether it stopped early because parallel windows would pay.
+
+        Three stages overlap: the next page is asked for as soon as this one's cursor is
+        known (``_prefetch``), this one's entries are read meanwhile, and pages commit in a
+        task of their own; when commits fall behind, the committer takes every waiting
+        page in one transaction (fewer, larger commits).
+        """
         send, receive = anyio.create_memory_object_stream[Page](PAGES_IN_FLIGHT)
+        arrive, arrived = anyio.create_memory_object_stream[PageBody](PREFETCH_PAGES)
         page = first
         pages = 1
+        handed_over = False
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self.commit_pages, receive, lower)
-                async with send:
+                async with send, arrived:
                     await send.send(page)
-                    while self.is_full(page) and page.next_cursor is not None:
+                    if self.is_full(page) and page.next_cursor is not None:
+                        tg.start_soon(self._prefetch, query, page.next_cursor, arrive)
+                    else:
+                        arrive.close()
+                    async for split in arrived:
+                        following = split.parse()
+                        self._check_progress(page, following)
+                        page = following
+                        pages += 1
+                        await send.send(page)
                         if (
                             may_hand_over
                             and pages % RECHECK_PAGES == 0
+                            and self.is_full(page)
                             and self._backfill_would_pay(page)
                         ):
-                            return page, True
-                        page = await self.follow(query, page)
-                        pages += 1
-                        await send.send(page)
+                            handed_over = True  # closing ``arrived`` ends the prefetch
+                            break
         except BaseExceptionGroup as group:
             # One failure at a time is what the retry logic understands; the task group
             # only exists for pipelining.
             raise group.exceptions[0] from None
-        return page, False
+        return page, handed_over
+
+    async def _prefetch(
+        self, query: str, cursor: str, arrive: MemoryObjectSendStream[PageBody]
+    ) -> None:
+        """Follow cursors from ``cursor``, handing each page on as soon as it arrives."""
+        async with arrive:
+            while True:
+                split = await self._fetch_body(query, cursor)
+                if split.next_cursor is not None and split.next_cursor == cursor:
+                    raise self._stall(cursor, "the same page cursor")
+                try:
+                    await arrive.send(split)
+                except anyio.BrokenResourceError:
+                    return  # the walk stopped early (handing over to a backfill)
+                if split.item_count < self.stream.page_size or split.next_cursor is None:
+                    return
+                cursor = split.next_cursor
 
     async def follow(self, query: str, page: Page) -> Page:
         """The page after ``page``; a cursor that brings the same place back is a stall."""
         assert page.next_cursor is not None
         cursor = page.next_cursor
         following = await self.fetch(query, cursor)
-        stuck_cursor = following.next_cursor is not None and following.next_cursor == cursor
-        same_entries = bool(page.entries) and _same_entries(page, following)
-        if stuck_cursor or same_entries:
-            what = "the same page cursor" if stuck_cursor else "the same entries"
-            raise ApiCursorStuck(
-                f"stream {self.stream.name}: the API answered a page cursor with {what} "
-                "again, so following it would never end; polling again from the watermark",
-                cursor=cursor,
-            )
+        if following.next_cursor is not None and following.next_cursor == cursor:
+            raise self._stall(cursor, "the same page cursor")
+        self._check_progress(page, following)
         return following
+
+    def _check_progress(self, page: Page, following: Page) -> None:
+        """A page after ``page`` that holds the same entries is a cursor that names the same
+        place again (a new token for it, perhaps): following it would never end."""
+        if page.entries and _same_entries(page, following):
+            raise self._stall(page.next_cursor or "", "the same entries")
+
+    def _stall(self, cursor: str, what: str) -> ApiCursorStuck:
+        return ApiCursorStuck(
+            f"stream {self.stream.name}: the API answered a page cursor with {what} "
+            "again, so following it would never end; polling again from the watermark",
+            cursor=cursor,
+        )
 
     async def _cursor_cycle(self) -> bool:
         lower = self._lower_bound()
@@ -385,11 +424,17 @@ class Poller:
     async def fetch(self, query: str, cursor: str | None, *, limit: int | None = None) -> Page:
         """One page; transient failures retry the same request (same cursor) after a backoff,
         so a flaky API slows a backlog down but never sends it back to the watermark."""
+        return (await self._fetch_body(query, cursor, limit=limit)).parse()
+
+    async def _fetch_body(
+        self, query: str, cursor: str | None, *, limit: int | None = None
+    ) -> PageBody:
+        """``fetch`` up to the page's items and cursor (the entries are read by ``parse``)."""
         while True:
             await self._journal.wait_for_space()
             self.health.requests += 1
             try:
-                page = await self._client.fetch_logs(
+                split = await self._client.fetch_page_body(
                     self.stream.run_id,
                     query=query,
                     fields=self.stream.fields,
@@ -410,10 +455,10 @@ class Poller:
                 continue
             self._backoff.reset()
             self._round_trip = _smoothed(self._round_trip, self._client.last_round_trip)
-            self.health.items_received += page.item_count
+            self.health.items_received += split.item_count
             # A long backlog is one long cycle: every good page counts as a good poll.
             self.health.last_success_monotonic = anyio.current_time()
-            return page
+            return split
 
     async def commit_pages(
         self, receive: MemoryObjectReceiveStream[Page], lower: int | None
