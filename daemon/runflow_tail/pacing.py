@@ -21,6 +21,7 @@ MAX_RETRY_AFTER = 3600.0
 MAX_IN_FLIGHT = 32
 """Requests in flight at once per API key before any 429 (backfill asks for at most 32)."""
 RESET_IS_EPOCH = 1e9
+RESET_IS_EPOCH_MS = 1e12
 _JITTER = random.Random()
 
 
@@ -117,8 +118,13 @@ class RateLimiter:
             return
         if left > 0 or not math.isfinite(until):
             return
-        # Seconds until the reset, or (past a billion) the Unix time of the reset.
-        self.pause(until - time.time() if until > RESET_IS_EPOCH else until)
+        # Seconds until the reset, or (past a billion) the Unix time of the reset, in
+        # seconds or (past a trillion) in milliseconds.
+        if until > RESET_IS_EPOCH_MS:
+            until = until / 1000 - time.time()
+        elif until > RESET_IS_EPOCH:
+            until -= time.time()
+        self.pause(until)
 
 
 class Backoff:

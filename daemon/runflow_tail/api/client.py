@@ -368,6 +368,10 @@ class RunflowClient:
                     f"{what}: the connection to the API failed ({type(exc).__name__}: {exc})"
                 ) from exc
             self.last_round_trip = time.monotonic() - sent
+            if response.status_code == 429:
+                # Counted while this request still holds its place: what was in flight
+                # when the API said "too many", this one included, is what halves.
+                self.limiter.throttled()
         self._metrics.api_requests.labels(str(response.status_code)).inc()
         headers = response.headers
         self.limiter.observe_quota(
@@ -383,7 +387,6 @@ class RunflowClient:
             # The limit is per organization: every stream on this key waits, and fewer
             # requests go at once until the API has accepted some again.
             self.limiter.pause(error.retry_after or 1.0)
-            self.limiter.throttled()
         raise error
 
 

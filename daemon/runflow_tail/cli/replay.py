@@ -70,7 +70,7 @@ async def _range(settings: Settings, sink_name: str, start: int, end: int | None
     sink = config.build(f"{sink_name}.replay-{int(time.time())}")
     try:
         streams = settings.streams_for_sink(sink_name)
-        sent = await replay_range(store, sink, config, streams, start, end)
+        sent = await replay_range(store, sink, sink_name, config, streams, start, end)
     finally:
         await sink.aclose()
         await anyio.to_thread.run_sync(store.close)

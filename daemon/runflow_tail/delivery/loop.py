@@ -8,24 +8,23 @@ The offset moves only after the sink has the batch (or the batch is dead-lettere
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import anyio
 
+from runflow_tail.delivery.matching import SinkSelection
 from runflow_tail.errors import (
     SinkClosedError,
     SinkPartiallyRejectedError,
     SinkRejectedError,
     SinkRetryableError,
 )
-from runflow_tail.filters import Filter, parse_filter
 from runflow_tail.journal import Journal
 from runflow_tail.metrics import Metrics
 from runflow_tail.models import Entry, EntryUndecodable
 from runflow_tail.observability import get_logger, redact
 from runflow_tail.pacing import Backoff
-from runflow_tail.run_object import with_derived
 from runflow_tail.sinks.base import Sink, SinkConfigBase
 
 log = get_logger(__name__)
@@ -66,11 +65,7 @@ class Delivery:
         self.health = SinkHealth(name, offset=offset)
         self._journal = journal
         self._metrics = metrics or Metrics()
-        self._match: Filter | None = parse_filter(config.match) if config.match.strip() else None
-        run_fields = [f for f in (self._match.fields() if self._match else ()) if f[:4] == "run."]
-        self._run_match = bool(run_fields)
-        self._needs_fields = config.needs_fields()
-        self._without_run_noted = False
+        self._selection = SinkSelection(name, config)
         self._batching = config.batching()
         self._stopping = False
         self._idle_scope: anyio.CancelScope | None = None
@@ -149,7 +144,7 @@ class Delivery:
 
     async def _deliver(self, batch: list[Entry]) -> None:
         """Send the matching part of ``batch``; then move the offset past all of it."""
-        matching, undecodable = self._select(batch)
+        matching, undecodable = self._selection.select(batch)
         if undecodable:
             await self._dead_letter_entries(undecodable)
         filtered = len(batch) - len(matching) - len(undecodable)
@@ -176,48 +171,6 @@ class Delivery:
                 self._mark_delivered(len(matching))
         await self._journal.set_offset(self.name, end)
         self.health.offset = end
-
-    def _select(self, batch: list[Entry]) -> tuple[list[Entry], list[tuple[Entry, str]]]:
-        """The entries to send, and those this sink cannot handle with the reason: an entry
-        that cannot be decoded, when the sink's ``match`` or the sink itself needs its
-        fields. Sinks that ship bytes (file, webhook, ...) decode nothing here."""
-        if self._match is None and not self._needs_fields:
-            return batch, []
-        matching: list[Entry] = []
-        undecodable: list[tuple[Entry, str]] = []
-        for entry in batch:
-            try:
-                if self._match is None:
-                    entry.data()
-                    matching.append(entry)
-                elif self._matches(entry):
-                    matching.append(entry)
-            except EntryUndecodable as exc:
-                need = "its match" if self._match is not None else "the sink"
-                undecodable.append((entry, f"{need} needs the entry's fields: {exc}"))
-        return matching, undecodable
-
-    def _matches(self, entry: Entry) -> bool:
-        """The sink's ``match`` on the entry as received; when it names run fields and the
-        entry carries its run, the derived ``run.outcome`` and ``run.duration_seconds``
-        are there too (sinks never fetch runs: alert rules do)."""
-        assert self._match is not None
-        data = entry.data()
-        if self._run_match:
-            run = data.get("run")
-            if isinstance(run, Mapping):
-                data = {**data, "run": with_derived(run)}
-            elif not self._without_run_noted:
-                self._without_run_noted = True
-                log.warning(
-                    "sink.match_without_run",
-                    sink=self.name,
-                    match=self.config.match,
-                    reason="entries arrive without their run, so conditions on run fields "
-                    "cannot hold; add 'run' to the stream's fields, or use an [[alerts]] "
-                    "rule (rules fetch runs)",
-                )
-        return self._match.matches(data)
 
     async def _send_with_retries(
         self, batch: list[Entry]
