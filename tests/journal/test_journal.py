@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import cast
 
@@ -478,6 +479,7 @@ def test_corrupt_journal_is_reported_and_left_untouched(tmp_path: Path) -> None:
 
 HOLDER = """
 import sys
+from dataclasses import replace
 from pathlib import Path
 from runflow_tail.journal.lock import StateDirLock
 StateDirLock(Path(sys.argv[1])).acquire()
@@ -548,3 +550,16 @@ def test_unusable_state_directory_is_a_state_error(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(StateError, match=r"state\.dir"):
         StateDirLock(blocker / "state").acquire()
+
+
+def test_saving_health_never_moves_a_recorded_watermark(store: JournalStore) -> None:
+    """A stream's problem recorded from an older state (noted while a newer page was
+    committing) leaves the newer watermark and cursor as they are."""
+    older = CursorState(fingerprint="fp", watermark=T0)
+    commit(
+        store, "s", rows("a", ts=T0 + 5 * S), CursorState(fingerprint="fp", watermark=T0 + 5 * S)
+    )
+    store.save_cursor("s", replace(older, health_error="429 from the API"), health_only=True)
+    stored = store.load_cursor("s")
+    assert stored is not None
+    assert stored.watermark == T0 + 5 * S and stored.health_error == "429 from the API"

@@ -1,12 +1,13 @@
 """The poller: one task per stream, moving entries from the API into the journal.
 
-Two strategies (docs/architecture.md, "Polling"). *Range*: each cycle asks for
-``timestamp >= watermark - lookback`` and follows page cursors until a short page; the
-journal's unique ids drop what was seen. *Cursor*, for an API that refuses ranges on
-``timestamp``: keep the cursor that fetched the last page and poll it again; advance when
-pages fill; an expired cursor re-walks from the start of the results, dropping what is
-older than the watermark, and checks whether the newest entry we had is still there (a
-gap check, logged and counted).
+Two strategies. *Range*: each cycle asks for ``timestamp >= min(newest journaled
+timestamp, API time at the last complete read - lookback)`` and walks its pages by
+cursor (``walk``) until a short page, or, far behind a slow API, fetches time windows in
+parallel (``backfill``); the journal's unique key drops what was seen. *Cursor*, for an
+API that refuses ranges on ``timestamp``: keep the cursor that fetched the last page and
+poll it again; advance when pages fill; an expired cursor re-walks from the start of the
+results, dropping what is older than the watermark, and checks whether the newest entry
+we had is still there (a gap check, logged and counted).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections import OrderedDict
 from dataclasses import replace
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from runflow_tail.api.client import Page, PageBody, RunflowClient
 from runflow_tail.api.range_query import PROBE_FUTURE_NS, RangeForm, with_range
@@ -37,6 +38,7 @@ from runflow_tail.ingest.backfill import (
 from runflow_tail.ingest.probe import ProbeAnswer, probe
 from runflow_tail.ingest.run_filter import LocalFilter, verified
 from runflow_tail.ingest.stream_health import StreamHealth, query_fingerprint
+from runflow_tail.ingest.walk import follow, walk
 from runflow_tail.journal import CursorState, Journal
 from runflow_tail.metrics import Metrics
 from runflow_tail.models import FetchedEntry, RejectedEntry
@@ -45,17 +47,12 @@ from runflow_tail.pacing import Backoff
 from runflow_tail.times import NS_PER_SECOND, format_instant, parse_start
 
 PERSIST_HEALTH_EVERY = 30.0
-PAGES_IN_FLIGHT = 4
 BACKFILL_MIN_ROUND_TRIP = 0.025
 PARALLEL_GAIN = 1.5
 """Parallel windows pay only when the rate the API allows is at least this many times what
 one request after another achieves (round trip x rate)."""
 PARALLEL_STAY = 1.2
 """Once started, parallel windows go on while the gain is at least this."""
-RECHECK_PAGES = 8
-PREFETCH_PAGES = 1
-"""Pages asked for ahead of the one being read: enough to overlap the API's work with ours."""
-"""A sequential walk asks every this many pages whether parallel windows would pay now."""
 BACKFILL_MEMORY = 32 * 1024 * 1024
 """Fetched pages waiting for their commit: bounds memory during a backlog."""
 PAGES_PER_COMMIT = 8
@@ -89,6 +86,9 @@ class Poller:
         self._client = client
         self._journal = journal
         self._backoff = Backoff(api.backoff_initial, api.backoff_max)
+        self._stall_backoff = Backoff(api.backoff_initial, api.backoff_max)
+        """Apart from ``_backoff``, which every good page resets: a stall shows only after
+        good pages, and must still wait longer each time it comes back."""
         self._state = CursorState(fingerprint=query_fingerprint(stream))
         self.range_form: RangeForm = "bare"
         self._strategy: str | None = None
@@ -216,107 +216,34 @@ class Poller:
         candidates = (lower, self._read_through(first.seen_since_ns))
         protected = [bound for bound in candidates if bound is not None]
         self._journal.note_reread_from(self.stream.name, min(protected, default=None))
-        backfilled = await self._backfilled(first, lower)
+        backfilled = await self._backfilled(first, lower, committed=False)
         if backfilled is None:
-            last, handed_over = await self._walk(query, first, lower, may_hand_over=True)
+            last, handed_over = await walk(
+                self, query, first, lower, hand_over=self._backfill_would_pay
+            )
             if handed_over:
-                return True  # the next cycle starts a backfill
-        elif backfilled.finished:
+                # From the page the walk stopped at (committed): nothing read twice.
+                backfilled = await self._backfilled(last, lower, committed=True)
+                if backfilled is None:
+                    return True  # it no longer pays: the next cycle walks on at once
+        if backfilled is not None and backfilled.finished:
+            evaluated = [first.seen_since_ns, backfilled.evaluated_ns]
+            if None not in evaluated:
+                self._note_read_through(min(e for e in evaluated if e is not None))
             return False
-        else:
+        if backfilled is not None:
             # Parallel windows stopped paying: walk on from where they ended, page by page
             # and by cursor, so that even more than a page of entries at one instant passes.
             query = with_range(self.stream.query, backfilled.frontier_ns, self.range_form)
             resumed = await self.fetch(query, None)
-            last, _ = await self._walk(query, resumed, lower, may_hand_over=False)
+            last, _ = await walk(self, query, resumed, lower)
         self._note_read_through(first.seen_since_ns)
         full_without_next = self.is_full(last) and last.next_cursor is None
         return full_without_next and self._state.watermark != start_watermark
 
-    async def _walk(
-        self, query: str, first: Page, lower: int | None, *, may_hand_over: bool
-    ) -> tuple[Page, bool]:
-        """Commit ``first`` and every page after it, by cursor, until a short page; returns
-        the last page, and whether it stopped early because parallel windows would pay.
-
-        Three stages overlap: the next page is asked for as soon as this one's cursor is
-        known (``_prefetch``), this one's entries are read meanwhile, and pages commit in a
-        task of their own; when commits fall behind, the committer takes every waiting
-        page in one transaction (fewer, larger commits).
-        """
-        send, receive = anyio.create_memory_object_stream[Page](PAGES_IN_FLIGHT)
-        arrive, arrived = anyio.create_memory_object_stream[PageBody](PREFETCH_PAGES)
-        page = first
-        pages = 1
-        handed_over = False
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self.commit_pages, receive, lower)
-                async with send, arrived:
-                    await send.send(page)
-                    if self.is_full(page) and page.next_cursor is not None:
-                        tg.start_soon(self._prefetch, query, page.next_cursor, arrive)
-                    else:
-                        arrive.close()
-                    async for split in arrived:
-                        following = split.parse()
-                        self._check_progress(page, following)
-                        page = following
-                        pages += 1
-                        await send.send(page)
-                        if (
-                            may_hand_over
-                            and pages % RECHECK_PAGES == 0
-                            and self.is_full(page)
-                            and self._backfill_would_pay(page)
-                        ):
-                            handed_over = True  # closing ``arrived`` ends the prefetch
-                            break
-        except BaseExceptionGroup as group:
-            # One failure at a time is what the retry logic understands; the task group
-            # only exists for pipelining.
-            raise group.exceptions[0] from None
-        return page, handed_over
-
-    async def _prefetch(
-        self, query: str, cursor: str, arrive: MemoryObjectSendStream[PageBody]
-    ) -> None:
-        """Follow cursors from ``cursor``, handing each page on as soon as it arrives."""
-        async with arrive:
-            while True:
-                split = await self._fetch_body(query, cursor)
-                if split.next_cursor is not None and split.next_cursor == cursor:
-                    raise self._stall(cursor, "the same page cursor")
-                try:
-                    await arrive.send(split)
-                except anyio.BrokenResourceError:
-                    return  # the walk stopped early (handing over to a backfill)
-                if split.item_count < self.stream.page_size or split.next_cursor is None:
-                    return
-                cursor = split.next_cursor
-
     async def follow(self, query: str, page: Page) -> Page:
-        """The page after ``page``; a cursor that brings the same place back is a stall."""
-        assert page.next_cursor is not None
-        cursor = page.next_cursor
-        following = await self.fetch(query, cursor)
-        if following.next_cursor is not None and following.next_cursor == cursor:
-            raise self._stall(cursor, "the same page cursor")
-        self._check_progress(page, following)
-        return following
-
-    def _check_progress(self, page: Page, following: Page) -> None:
-        """A page after ``page`` that holds the same entries is a cursor that names the same
-        place again (a new token for it, perhaps): following it would never end."""
-        if page.entries and _same_entries(page, following):
-            raise self._stall(page.next_cursor or "", "the same entries")
-
-    def _stall(self, cursor: str, what: str) -> ApiCursorStuck:
-        return ApiCursorStuck(
-            f"stream {self.stream.name}: the API answered a page cursor with {what} "
-            "again, so following it would never end; polling again from the watermark",
-            cursor=cursor,
-        )
+        """The page after ``page`` (for backfill windows: see ``walk.follow``)."""
+        return await follow(self, query, page)
 
     async def _cursor_cycle(self) -> bool:
         lower = self._lower_bound()
@@ -331,11 +258,14 @@ class Poller:
                 return False
             cursor = page.next_cursor
             self._state = replace(self._state, api_cursor=cursor)
-            page = await self.follow(self.stream.query, page)
+            page = await follow(self, self.stream.query, page)
 
-    async def _backfilled(self, first: Page, lower: int | None) -> Backfilled | None:
-        """Far behind a slow API: commit ``first`` and fetch the rest of the backlog in
-        parallel windows (backfill.py). None: go on sequentially from ``first``."""
+    async def _backfilled(
+        self, first: Page, lower: int | None, *, committed: bool
+    ) -> Backfilled | None:
+        """Far behind a slow API: fetch the rest of the backlog after ``first`` (committed
+        here unless it already is) in parallel windows (backfill.py). None: go on
+        sequentially from ``first``."""
         stream = self.stream
         if not self._backfill_would_pay(first):
             return None
@@ -348,14 +278,12 @@ class Poller:
                     reason="the API ignores or rejects an upper bound on timestamp",
                 )
                 return None
-        await self._commit([first], lower, None)
+        if not committed:
+            await self._commit([first], lower, None)
         # Bounded memory: every open window may hold a few pages of this size.
         per_window = (PAGES_PER_WINDOW + 1) * max(1, first.body_bytes)
         parallelism = max(1, min(stream.backfill_parallelism, BACKFILL_MEMORY // per_window))
-        result = await backfill(self, first, lower, time.time_ns(), parallelism)
-        if result.finished and result.evaluated_ns is not None:
-            self._note_read_through(result.evaluated_ns)
-        return result
+        return await backfill(self, first, lower, time.time_ns(), parallelism)
 
     def _backfill_would_pay(self, page: Page) -> bool:
         """Whether this stream is far enough behind, and the API slow enough, for parallel
@@ -424,9 +352,9 @@ class Poller:
     async def fetch(self, query: str, cursor: str | None, *, limit: int | None = None) -> Page:
         """One page; transient failures retry the same request (same cursor) after a backoff,
         so a flaky API slows a backlog down but never sends it back to the watermark."""
-        return (await self._fetch_body(query, cursor, limit=limit)).parse()
+        return (await self.fetch_body(query, cursor, limit=limit)).parse()
 
-    async def _fetch_body(
+    async def fetch_body(
         self, query: str, cursor: str | None, *, limit: int | None = None
     ) -> PageBody:
         """``fetch`` up to the page's items and cursor (the entries are read by ``parse``)."""
@@ -501,7 +429,12 @@ class Poller:
             self.health.entries_fetched += inserted
             self._metrics.entries_fetched.labels(self.stream.name).inc(inserted)
             self._persisted_health_at = time.monotonic()
-        self._state = state
+        # Health noted while the commit ran (a prefetch retrying) stays.
+        self._state = replace(
+            state,
+            health_error=self._state.health_error,
+            last_success_at=self._state.last_success_at,
+        )
         self.health.watermark_ns = state.watermark
 
     # -- trouble -------------------------------------------------------------------------
@@ -557,7 +490,7 @@ class Poller:
         if self._strategy == "cursor" and self._state.last_id and self._state.watermark:
             self._gap_check = (self._state.last_id, self._state.watermark)
         self._state = replace(self._state, api_cursor=None)
-        await anyio.sleep(self._backoff.next_delay())
+        await anyio.sleep(self._stall_backoff.next_delay())
 
     def _check_gap(self, entries: list[FetchedEntry]) -> None:
         assert self._gap_check is not None
@@ -602,10 +535,13 @@ class Poller:
         self.health.problem = problem
         if changed:
             self._state = replace(self._state, health_error=problem)
-            await self._journal.save_cursor(self.stream.name, self._state)
+            # Health only: a page may be committing meanwhile (a prefetch retrying), and
+            # this state's watermark may already be older than the one it writes.
+            await self._journal.save_health(self.stream.name, self._state)
 
     async def _on_success(self) -> None:
         self._backoff.reset()
+        self._stall_backoff.reset()
         now = time.time()
         self.health.last_success_monotonic = anyio.current_time()
         self.health.last_success_at = now
@@ -622,16 +558,6 @@ class Poller:
             await self._journal.save_cursor(self.stream.name, self._state)
             self._persisted_health_at = time.monotonic()
         self.health.first_poll_done.set()
-
-
-def _same_entries(page: Page, following: Page) -> bool:
-    """Whether two pages hold the same entries (a cursor that names the same place)."""
-    entries, again = page.entries, following.entries
-    return (
-        len(entries) == len(again)
-        and entries[0].id == again[0].id
-        and entries[-1].id == again[-1].id
-    )
 
 
 def _smoothed(average: float, sample: float) -> float:

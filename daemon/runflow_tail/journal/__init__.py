@@ -146,6 +146,11 @@ class Journal:
         """Record where a stream stands, without entries (health, a forgotten API cursor)."""
         await self._run(self._store.save_cursor, stream, state)
 
+    async def save_health(self, stream: str, state: CursorState) -> None:
+        """Record only a stream's health (its problem, its last good poll): safe while its
+        pages are being committed."""
+        await self._run(self._store.save_cursor, stream, state, health_only=True)
+
     async def append(
         self,
         stream: str,

@@ -1,7 +1,8 @@
 """The journal's schema and statement shapes: migrations, tuning, the bulk insert.
 
-Each migration runs once, in its own transaction, and ``PRAGMA user_version`` records the
-schema a journal has; a journal written by a newer runflow-tail is refused, not changed.
+Each migration runs once; every step a journal needs runs in one transaction (an upgrade
+happens whole or not at all), and ``PRAGMA user_version`` records the schema a journal
+has; a journal written by a newer runflow-tail is refused, not changed.
 """
 
 from __future__ import annotations

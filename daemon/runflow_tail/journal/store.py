@@ -45,6 +45,18 @@ from runflow_tail.journal.schema import (
 from runflow_tail.models import Entry, FetchedEntry, RejectedEntry
 
 JOURNAL_NAME = "journal.sqlite3"
+_CURSOR_COLUMNS = (
+    "fingerprint",
+    "watermark",
+    "floor",
+    "strategy",
+    "api_cursor",
+    "last_id",
+    "health_error",
+    "last_success_at",
+    "updated_at",
+)
+_HEALTH_COLUMNS = ("health_error", "last_success_at", "updated_at")
 QUICK_CHECK_MAX_BYTES = 256 * 1024 * 1024
 """``PRAGMA quick_check`` at start for journals up to this size (it reads every page:
 0.11 s for 210 MB in the page cache here; a cold disk's read time); a larger one is
@@ -222,26 +234,26 @@ class JournalStore(DeadLetterStore, AlertStateStore):
         ).fetchone()
         return None if row is None else CursorState(*row)
 
-    def save_cursor(self, stream: str, state: CursorState) -> None:
+    def save_cursor(self, stream: str, state: CursorState, *, health_only: bool = False) -> None:
+        """Record where a stream stands; ``health_only`` changes only its health columns of
+        a stream already recorded (a failure noted while its pages commit must not write an
+        older watermark over a newer one)."""
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            self._write_cursor(stream, state)
+            self._write_cursor(stream, state, health_only=health_only)
             self._db.execute("COMMIT")
         except BaseException:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
 
-    def _write_cursor(self, stream: str, state: CursorState) -> None:
+    def _write_cursor(self, stream: str, state: CursorState, *, health_only: bool = False) -> None:
+        updated = _HEALTH_COLUMNS if health_only else _CURSOR_COLUMNS
         self._db.execute(
             "INSERT INTO cursors (stream, fingerprint, watermark, floor, strategy, api_cursor, "
             "last_id, health_error, last_success_at, updated_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (stream) DO UPDATE SET "
-            "fingerprint = excluded.fingerprint, watermark = excluded.watermark, "
-            "floor = excluded.floor, strategy = excluded.strategy, "
-            "api_cursor = excluded.api_cursor, last_id = excluded.last_id, "
-            "health_error = excluded.health_error, last_success_at = excluded.last_success_at, "
-            "updated_at = excluded.updated_at",
+            + ", ".join(f"{column} = excluded.{column}" for column in updated),
             (
                 stream,
                 state.fingerprint,
