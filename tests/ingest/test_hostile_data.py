@@ -8,15 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 from runflow_tail.config.model import Settings
 from runflow_tail.journal import JournalStore
 from runflow_tail.journal.store import JOURNAL_NAME
-from runflow_tail.service.daemon import Daemon, RunOptions
+from runflow_tail.service.daemon import Daemon
 from runflow_tail.sinks.file import FileSinkConfig
 
-from tests.support.harness import settings_for, wait_for
+from tests.support.harness import run_daemon_until, settings_for
 from tests.support.hostile import HostileApi, hostile_api, item
 
 pytestmark = pytest.mark.anyio
@@ -26,15 +25,7 @@ DEEP = 5_000
 
 async def run_until(settings: Settings, condition: Callable[[Daemon], bool]) -> Daemon:
     """The daemon until ``condition(daemon)`` holds; an error it raises fails the test."""
-    assert settings.state.dir is not None
-    daemon = Daemon(settings, settings.state.dir, RunOptions(handle_signals=False))
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(daemon.run)
-        try:
-            await wait_for(lambda: condition(daemon), timeout=30)
-        finally:
-            daemon.request_stop("test done")
-    return daemon
+    return await run_daemon_until(settings, condition, timeout=30)
 
 
 def polled_at_least(times: int) -> Callable[[Daemon], bool]:

@@ -26,7 +26,7 @@ from runflow_tail.api.settings import ApiSettings
 from runflow_tail.errors import ApiConfigurationError, ApiMalformedResponse, ApiTransportError
 from runflow_tail.metrics import Metrics
 from runflow_tail.models import FetchedEntry, RejectedEntry
-from runflow_tail.observability import get_logger
+from runflow_tail.observability import get_logger, redact, register_secrets
 from runflow_tail.pacing import RateLimiter
 from runflow_tail.times import MAX_NS, MIN_NS, NS_PER_SECOND, TimeValueError, parse_timestamp
 from runflow_tail.version import USER_AGENT
@@ -222,7 +222,9 @@ class RunflowClient:
         self._timeout = settings.timeout
         self._deadline = settings.request_deadline
         self._max_bytes = settings.max_response_bytes
-        self._key = settings.api_key.get_secret_value().encode()
+        # A server or proxy that echoes the key must not carry it anywhere: the one
+        # redaction masks it in every form an echo may take.
+        register_secrets([settings.api_key.get_secret_value()])
         self.limiter = limiter or RateLimiter(settings.max_requests_per_second)
         self.requests_made = 0
         self.last_round_trip = 0.0
@@ -380,8 +382,9 @@ class RunflowClient:
         if response.is_success:
             self.limiter.succeeded()
             return body, headers
-        # A server or proxy that echoes the key must not carry it into our errors and logs.
-        body = body.replace(self._key, b"[redacted]")
+        # An error body that echoes a secret (the key, most likely) must not carry it into
+        # the exception: masked here, by the one redaction, before anything reads it.
+        body = redact(body.decode("utf-8", "replace")).encode()
         error = classify_api_response(response.status_code, headers, body, what=what)
         if response.status_code == 429:
             # The limit is per organization: every stream on this key waits, and fewer

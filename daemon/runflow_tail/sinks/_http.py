@@ -21,7 +21,7 @@ from pydantic import Field, SecretStr, model_validator
 
 from runflow_tail.errors import SinkRejectedError, SinkRetryableError
 from runflow_tail.models import PositiveDuration
-from runflow_tail.observability import get_logger
+from runflow_tail.observability import get_logger, register_secrets
 from runflow_tail.observability import redact as redact_everywhere
 from runflow_tail.pacing import parse_retry_after
 from runflow_tail.sinks.base import SinkConfigBase
@@ -32,7 +32,6 @@ DEFAULT_REQUEST_DEADLINE = 60.0
 """Longest a whole request may take, answer included, unless a sink's options say."""
 ANSWER_SHOWN = 200
 """Characters of a refusal's body quoted in the error."""
-MASK = "********"
 
 Redact = Callable[[str], str]
 RetryAfter = Callable[[httpx.Response], float | None]
@@ -126,17 +125,11 @@ class HttpOptions(SinkConfigBase):
 
 
 def redactor(secrets: Iterable[str]) -> Redact:
-    """Replace each secret in a text by a mask (the longest first, so none shows in part)."""
-    values = sorted({value for value in secrets if len(value) >= 4}, key=len, reverse=True)
-    if not values:
-        return redact_everywhere
-
-    def redact(text: str) -> str:
-        for value in values:
-            text = text.replace(value, MASK)
-        return redact_everywhere(text)
-
-    return redact
+    """The one redaction (``observability.redact``), told this sink's secrets: a sink built
+    outside the daemon (replay, ``alerts test``, a plugin's tests) masks them too, in every
+    form an echo may take, and so does every other text that leaves the process."""
+    register_secrets(secrets)
+    return redact_everywhere
 
 
 def url_label(url: str) -> str:
