@@ -90,6 +90,12 @@ class Metrics:
             "Space used by the journal's live pages.",
             registry=r,
         )
+        self.entries_rejected = Counter(
+            "runflow_tail_entries_rejected_total",
+            "Fetched items no sink can take (no usable timestamp), kept as dead letters",
+            ["stream"],
+            registry=r,
+        )
         self.cursor_stalls = Counter(
             "runflow_tail_cursor_stalls_total",
             "Times the API answered a page cursor with the same cursor or entries again.",

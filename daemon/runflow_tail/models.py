@@ -99,6 +99,26 @@ class FetchedEntry(NamedTuple):
     raw: bytes
 
 
+class RejectedEntry(NamedTuple):
+    """An item of a page that cannot be journaled as an entry (no timestamp it can be
+    ordered by): kept as a dead letter of each sink of its stream, with the reason."""
+
+    id: str
+    raw: bytes
+    reason: str
+
+
+class EntryUndecodable(ValueError):
+    """An entry whose bytes cannot be decoded into fields (invalid UTF-8, nesting deeper
+    than the decoder goes, not JSON): sinks that ship bytes still deliver it; a sink that
+    needs its fields dead-letters it alone."""
+
+    def __init__(self, entry: Entry, reason: str) -> None:
+        self.entry = entry
+        self.reason = reason
+        super().__init__(f"entry {entry.id} (seq {entry.seq}) cannot be decoded: {reason}")
+
+
 @dataclass(slots=True)
 class Entry:
     """One log entry as journaled: identity, order, and the bytes exactly as the API sent them."""
@@ -111,8 +131,15 @@ class Entry:
     _decoded: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def data(self) -> dict[str, Any]:
-        """The decoded entry, for filters and formatting; decoded once, on demand."""
+        """The decoded entry, for filters and formatting; decoded once, on demand.
+
+        Raises ``EntryUndecodable`` when the bytes cannot be decoded."""
         if self._decoded is None:
-            decoded = msgspec.json.decode(self.raw)
+            try:
+                decoded = msgspec.json.decode(self.raw)
+            except msgspec.DecodeError as exc:
+                raise EntryUndecodable(self, str(exc)) from exc
+            except RecursionError as exc:
+                raise EntryUndecodable(self, "nested deeper than the JSON decoder goes") from exc
             self._decoded = decoded if isinstance(decoded, dict) else {"value": decoded}
         return self._decoded

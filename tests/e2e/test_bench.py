@@ -22,9 +22,9 @@ SECTIONS = (
     "idle",
     "slow_sink",
     "latency_bound",
-    "sinks",
     "sparse",
     "rate_limited",
+    "sinks",
 )
 
 
@@ -73,6 +73,6 @@ def test_quick_bench_reports_every_section(tmp_path: Path) -> None:
     assert all(run["entries"] == results["sinks"]["entries"] for run in measured.values())
     # Every target has a verdict, and the table names each one.
     assert {check["result"] for check in document["targets"]} <= {"PASS", "FAIL", "n/a"}
-    assert len(document["targets"]) == 13
+    assert len(document["targets"]) == 15
     for check in document["targets"]:
         assert check["goal"] in done.stdout

@@ -64,7 +64,7 @@ async def test_every_cursor_variant_delivers_everything(
 
 
 # Whole-precision timestamps: a truncated one can sort behind the cursor, which this
-# strategy cannot see (see poller.py).
+# strategy cannot see (README, "State and guarantees").
 @pytest.mark.sandbox_options(reject_timestamp_range=True, timestamp_style="z")
 async def test_auto_strategy_falls_back_to_cursor_when_ranges_are_rejected(
     sandbox: SandboxHandle, tmp_path: Path

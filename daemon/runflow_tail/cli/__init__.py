@@ -25,6 +25,7 @@ from runflow_tail.cli import (
 )
 from runflow_tail.cli._common import Parser, common_options
 from runflow_tail.errors import EXIT_CONFIG, EXIT_OK, ConfigError, RunflowTailError
+from runflow_tail.observability import redact
 from runflow_tail.version import __version__
 
 EPILOG = """\
@@ -75,9 +76,9 @@ def _print_error(exc: RunflowTailError) -> None:
     if isinstance(exc, ConfigError):
         print("runflow-tail: configuration problems:", file=sys.stderr)
         for problem in exc.problems:
-            print(f"  - {problem}", file=sys.stderr)
+            print(f"  - {redact(problem)}", file=sys.stderr)
     else:
-        print(f"runflow-tail: {exc}", file=sys.stderr)
+        print(f"runflow-tail: {redact(str(exc))}", file=sys.stderr)
 
 
 __all__ = ["build_parser", "main"]

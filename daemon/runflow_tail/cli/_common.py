@@ -10,9 +10,10 @@ from typing import Any
 
 from runflow_tail.config.load import environ_snapshot, load_settings
 from runflow_tail.config.model import Settings
+from runflow_tail.config.secrets import secret_values
 from runflow_tail.errors import EXIT_CONFIG, ConfigError
 from runflow_tail.journal import JOURNAL_NAME, JournalStore
-from runflow_tail.observability import LogFormat, LogLevel, configure_logging
+from runflow_tail.observability import LogFormat, LogLevel, configure_logging, register_secrets
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
@@ -124,12 +125,15 @@ def load_settings_for(
         overrides["state"] = {"dir": str(args.state_dir)}
     if getattr(args, "api_url", None) is not None:
         overrides["api"] = {**overrides.get("api", {}), "base_url": args.api_url}
-    return load_settings(
+    settings = load_settings(
         config_file=getattr(args, "config", None),
         environ=environ_snapshot(),
         overrides=overrides,
         require_api_key=require_api_key,
     )
+    # Before anything can log or fail: every secret is masked wherever text leaves.
+    register_secrets(secret_values(settings))
+    return settings
 
 
 def configure_logging_for(

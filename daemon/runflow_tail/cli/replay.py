@@ -92,7 +92,14 @@ async def _range(settings: Settings, sink_name: str, start: int, end: int | None
     try:
         streams = settings.streams_for_sink(sink_name)
         sent = await replay_range(
-            store, sink, config, streams, start, end, progress=_show_progress(bar, start, end)
+            store,
+            sink,
+            sink_name,
+            config,
+            streams,
+            start,
+            end,
+            progress=_show_progress(bar, start, end),
         )
     finally:
         bar.clear()

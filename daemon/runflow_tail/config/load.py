@@ -20,7 +20,13 @@ from typing import Any
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import EnvSettingsSource
 
-from runflow_tail.config.model import CROSS_CHECK_ERROR, Settings, cross_check, settings_model
+from runflow_tail.config.model import (
+    CROSS_CHECK_ERROR,
+    Settings,
+    cross_check,
+    dotted_key,
+    settings_model,
+)
 from runflow_tail.config.problems import (
     MASK,
     MAY_HOLD_SECRETS,
@@ -86,12 +92,18 @@ def load_settings(
         env_names[("api", "api_key_file")] = CREDENTIALS_ENV
     merged = _merge(file_data, env_layer, dict(overrides or {}))
     _apply_no_color(merged, environ)
+    untidy = _tidy_secrets(merged, ())
     # Plugins are found now, when a configuration is loaded, never when a module is imported.
     sink_types = registry.discover()
     model = settings_model(sink_types)
     sources = Provenance(
         config_label, file_data, env_layer, env_names, overrides or {}, sink_types, model
     )
+    problems += [
+        f"{sources.source_of(loc)}: {dotted_key(loc)}: the secret holds a line break or "
+        "another control character; expected it on one line (its value is not shown)"
+        for loc in untidy
+    ]
     # Without a readable file or environment the key may be in what could not be read.
     require = require_api_key and not problems
     key_from_file = _check_api_key(merged, environ, sources, problems, require=require)
@@ -142,6 +154,32 @@ def _scrub(text: str, secrets: set[str]) -> str:
     for secret in sorted(secrets, key=len, reverse=True):
         text = text.replace(secret, MASK)
     return text
+
+
+def _tidy_secrets(node: Any, path: tuple[str | int, ...]) -> list[tuple[str | int, ...]]:
+    """Secrets (values under secret keys, headers included) without the whitespace a
+    shell, an editor or ``echo`` leaves around them: a trailing newline would make every
+    request fail with the secret in the error. A control character inside a secret is a
+    problem to report (never showing the value): returns where each such secret is."""
+    problems: list[tuple[str | int, ...]] = []
+    items = (
+        node.items()
+        if isinstance(node, dict)
+        else enumerate(node)
+        if isinstance(node, list)
+        else ()
+    )
+    for key, value in list(items):
+        here = (*path, key)
+        secret = any(str(part).lower() in SECRET_KEYS for part in here)
+        if isinstance(value, str) and secret:
+            tidy = value.strip()
+            if any(ord(character) < 32 or ord(character) == 127 for character in tidy):
+                problems.append(here)
+            node[key] = tidy
+        elif isinstance(value, dict | list):
+            problems += _tidy_secrets(value, here)
+    return problems
 
 
 def _merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
@@ -285,6 +323,12 @@ def _check_api_key(
         return None
     if not text:
         problems.append(f"{where}: {shown}: the key file is empty; expected the API key")
+        return None
+    if any(ord(character) < 32 or ord(character) == 127 for character in text):
+        problems.append(
+            f"{where}: {shown}: the key holds a line break or another control character; "
+            "expected the API key on one line (its value is not shown)"
+        )
         return None
     return text
 

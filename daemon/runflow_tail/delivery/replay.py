@@ -14,12 +14,14 @@ from collections.abc import Callable, Sequence
 
 import anyio
 
+from runflow_tail.delivery.matching import SinkSelection
 from runflow_tail.errors import SinkError
-from runflow_tail.filters import parse_filter
 from runflow_tail.journal import JournalStore
 from runflow_tail.models import Entry
+from runflow_tail.observability import get_logger
 from runflow_tail.sinks.base import Sink, SinkConfigBase
 
+log = get_logger(__name__)
 Progress = Callable[[int, Entry], None]
 """Told after each batch: entries sent so far, and the last entry read."""
 
@@ -46,6 +48,7 @@ async def replay_dead_letters(
 async def replay_range(
     store: JournalStore,
     sink: Sink,
+    sink_name: str,
     config: SinkConfigBase,
     streams: Sequence[str],
     start: int,
@@ -53,9 +56,12 @@ async def replay_range(
     *,
     progress: Progress | None = None,
 ) -> int:
-    """Send what the journal holds of ``streams`` in [start, end) that ``config.match``
-    accepts, in ``config``'s batch size; returns how many entries went."""
-    matcher = parse_filter(config.match)
+    """Send what the journal holds of ``streams`` in [start, end) that the live sink would
+    have been sent (its ``match``, the same derived run fields), in ``config``'s batch
+    size; returns how many entries went. An entry the sink cannot handle is skipped and
+    named in a log line (live, it went to the dead letters, which ``--dead-letters``
+    replays)."""
+    selection = SinkSelection(sink_name, config)
     batch_size = config.batching().max_events
     sent, after = 0, 0
     while True:
@@ -67,7 +73,9 @@ async def replay_range(
         if not rows:
             return sent
         after = rows[-1].seq
-        batch = [entry for entry in rows if matcher.matches(entry.data())]
+        batch, undecodable = selection.select(rows)
+        for entry, reason in undecodable:
+            log.warning("replay.entry_skipped", seq=entry.seq, id=entry.id, reason=reason)
         if batch:
             await _send(sink, batch, "range")
         sent += len(batch)

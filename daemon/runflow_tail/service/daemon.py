@@ -24,12 +24,13 @@ from runflow_tail.alerts.engine import AlertEngine
 from runflow_tail.api.client import RunflowClient
 from runflow_tail.config.alerts import ALERT_ENGINE_CONSUMER
 from runflow_tail.config.model import Settings
+from runflow_tail.config.secrets import secret_values
 from runflow_tail.delivery.loop import Delivery
 from runflow_tail.errors import ConfigError, RunflowTailError, SinkClosedError
 from runflow_tail.ingest.poller import Poller
 from runflow_tail.journal import Journal, StateDirLock
 from runflow_tail.metrics import Metrics
-from runflow_tail.observability import get_logger
+from runflow_tail.observability import get_logger, redact, register_secrets
 from runflow_tail.service.http import serve_health
 from runflow_tail.service.systemd import SystemdNotifier
 
@@ -154,6 +155,7 @@ class Daemon:
         assert self.journal is not None and self._tg is not None
         old = self.settings
         self.settings = settings
+        register_secrets(secret_values(settings))
         journal = self.journal
         journal.subscribe(settings.subscriptions(), {s.name: s.lookback for s in settings.streams})
         consumers = [*settings.sinks, *([ALERT_ENGINE_CONSUMER] if settings.alerts else [])]
@@ -377,10 +379,15 @@ class Daemon:
                 )
         if self.journal is not None and self.journal.full:
             problems.append("journal full: polling is paused until sinks catch up")
+        if self.journal is not None and self.journal.disk_full:
+            problems.append(
+                f"journal: {self.journal.disk_full}; polling is paused until space returns"
+            )
         engine = self._engines.get("alerts")
         if engine is not None:
             problems += engine.worker.problems
-        return problems
+        # Problems quote what destinations and the API answered: no secret leaves here.
+        return [redact(problem) for problem in problems]
 
     def status_line(self) -> str:
         """A short progress line: streams polling, entries delivered, the worst lag."""

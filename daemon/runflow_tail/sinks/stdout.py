@@ -48,6 +48,9 @@ class StdoutSinkConfig(SinkConfigBase):
     """Which `meta` keys `pretty` shows (default: all)."""
     batch: BatchSettings = BatchSettings(max_events=500)
 
+    def needs_fields(self) -> bool:
+        return self.format != "json"  # JSON Lines are the entries' bytes
+
     def build(self, name: str) -> StdoutSink:
         return StdoutSink(self, sys.stdout.buffer)
 
