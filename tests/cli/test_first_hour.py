@@ -4,9 +4,7 @@ API is, and a one-shot tail that gives up instead of hanging."""
 from __future__ import annotations
 
 import json
-import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,14 +13,6 @@ from runflow_tail.cli.demo import path_hint
 from runflow_tail.sandbox import SandboxThread
 
 from tests.support.harness import run_cli
-
-
-@pytest.fixture
-def refused_port() -> Iterator[int]:
-    """A loopback port that refuses connections for as long as the test runs."""
-    with socket.socket() as bound:
-        bound.bind(("127.0.0.1", 0))
-        yield bound.getsockname()[1]
 
 
 def help_of(*command: str) -> str:

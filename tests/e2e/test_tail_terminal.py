@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import pty
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -61,23 +60,23 @@ def test_a_long_tail_into_a_file_shows_progress_on_the_terminal(
     assert len(output.read_text().splitlines()) == 4000
 
 
-def test_a_one_shot_tail_at_a_terminal_says_at_once_that_it_is_retrying(tmp_path: Path) -> None:
+def test_a_one_shot_tail_at_a_terminal_says_at_once_that_it_is_retrying(
+    refused_port: int,
+) -> None:
     """At a terminal (entries and messages on one screen), a one-shot tail whose API does not
     answer says so on its first failure, before the one line that ends it with exit 4."""
-    with socket.socket() as bound:
-        bound.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{bound.getsockname()[1]}"
-        controller, terminal = pty.openpty()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RUNFLOW_")}
-        tail = subprocess.Popen(
-            [sys.executable, "-m", "runflow_tail", "tail", "--give-up-after", "1s"],
-            stdout=terminal,
-            stderr=terminal,
-            env={**env, "RUNFLOW_API_KEY": "rf_test_key", "RUNFLOW_API_URL": url},
-        )
-        os.close(terminal)
-        lines = read_until_closed(controller).splitlines()
-        assert tail.wait(timeout=30) == 4
+    url = f"http://127.0.0.1:{refused_port}"
+    controller, terminal = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNFLOW_")}
+    tail = subprocess.Popen(
+        [sys.executable, "-m", "runflow_tail", "tail", "--give-up-after", "1s"],
+        stdout=terminal,
+        stderr=terminal,
+        env={**env, "RUNFLOW_API_KEY": "rf_test_key", "RUNFLOW_API_URL": url},
+    )
+    os.close(terminal)
+    lines = read_until_closed(controller).splitlines()
+    assert tail.wait(timeout=30) == 4
     assert len(lines) == 2, lines
     assert lines[0].startswith(f"runflow-tail: no good answer from {url} yet (")
     assert lines[0].endswith("; retrying for up to 1s")
