@@ -87,8 +87,8 @@ def common_options(*, with_config: bool = True) -> Parser:
     common.add_argument(
         "--log-level",
         choices=LOG_LEVELS,
-        help="log verbosity (default: the config's log.level, else info; tail and demo "
-        "show warnings and errors only)",
+        help="log verbosity (default: the config's log.level, else info; demo and a "
+        "following tail: warning, a one-shot tail: error)",
     )
     common.add_argument(
         "--log-format",
