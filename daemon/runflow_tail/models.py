@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, NamedTuple
 
 import msgspec
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 from runflow_tail.times import parse_duration
 
@@ -53,6 +53,38 @@ def _byte_size(value: Any) -> int:
 
 
 ByteSize = Annotated[int, BeforeValidator(_byte_size), Field(ge=0)]
+
+
+def _file_mode(value: Any) -> int:
+    """Permission bits as people write them. Integers are exact (TOML's ``0o640``, or its
+    decimal 416); text is octal, as in chmod: ``"0640"`` or ``"0o640"``, so an environment
+    variable can say what the TOML file says. Text without the leading 0 is refused rather
+    than guessed: ``"640"`` as chmod means rw-r-----, as a number it is not a mode at all."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text.startswith("0o"):
+            digits = text[2:]
+        elif text.startswith("0"):
+            digits = text[1:] or "0"
+        else:
+            digits = ""
+        if not digits or any(ch not in "01234567" for ch in digits):
+            raise ValueError(
+                "expected permission bits in octal with a leading 0, as chmod takes them: "
+                "'0640' (rw-r-----) or '0o640'"
+            )
+        value = int(digits, 8)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0o777:
+        return value
+    raise ValueError(
+        "expected permission bits from 0 to 0o777: '0640' or '0o640' as text, 0o640 in TOML"
+    )
+
+
+FileMode = Annotated[
+    int, BeforeValidator(_file_mode), PlainSerializer(lambda mode: f"{mode:04o}", when_used="json")
+]
+"""File permission bits: ``0o640`` (TOML), ``"0640"`` or ``"0o640"``; shown as ``"0640"``."""
 
 
 class FetchedEntry(NamedTuple):

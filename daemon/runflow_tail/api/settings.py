@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
@@ -30,6 +31,16 @@ class ApiSettings(FrozenModel):
     backoff_max: PositiveDuration = 32.0
     config_error_retry_interval: PositiveDuration = 300.0
     """How often to retry after the API said the config is wrong (401/403/404/400)."""
+
+    @property
+    def shown_url(self) -> str:
+        """The base URL for messages: where requests go, without any user:password@."""
+        parts = urlsplit(self.base_url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{host}{port}{parts.path}"
 
     @field_validator("base_url")
     @classmethod

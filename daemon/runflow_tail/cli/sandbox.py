@@ -29,7 +29,7 @@ def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
         "of runs, every documented variant and fault selectable by flags.",
     )
     sandbox.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    sandbox.add_argument("--port", type=int, default=8080, help="port (0 = any free port)")
+    sandbox.add_argument("--port", type=int, default=8080, help="port (0: any free port)")
     add_sandbox_arguments(sandbox)
     sandbox.set_defaults(handler=_cmd_sandbox)
 
@@ -45,8 +45,7 @@ async def _serve(options: SandboxOptions, host: str, port: int) -> None:
         handle: SandboxHandle = await tg.start(_serve_task, options, host, port)
         print(
             f"Runflow sandbox listening on {handle.url}\n"
-            f"  export RUNFLOW_TAIL_API__BASE_URL={handle.url}\n"
-            f"  export RUNFLOW_API_KEY={handle.api_key}\n"
+            f"  export RUNFLOW_API_URL={handle.url} RUNFLOW_API_KEY={handle.api_key}\n"
             f"  control: {handle.url}/_sandbox/options, /_sandbox/stats, /_sandbox/entries\n"
             "Stop with Ctrl-C.",
             file=sys.stderr,

@@ -44,6 +44,7 @@ ENV_PREFIX = "RUNFLOW_TAIL_"
 ENV_DELIMITER = "__"
 CONFIG_ENV = "RUNFLOW_TAIL_CONFIG"
 API_KEY_ENV = "RUNFLOW_API_KEY"
+API_URL_ENV = "RUNFLOW_API_URL"
 CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
 CREDENTIAL_NAME = "runflow_api_key"
 _NOT_SETTINGS = {CONFIG_ENV}
@@ -76,11 +77,14 @@ def load_settings(
         config_label = f"config file {config_file} (from {CONFIG_ENV})"
     file_data = _read_toml(config_file, config_label, problems) if config_file else {}
     env_data, env_names = _read_environment(environ, problems)
-    key_data: dict[str, Any] = {}
-    if environ.get(API_KEY_ENV) and not lookup(env_data, ("api", "api_key")):
-        key_data = {"api": {"api_key": environ[API_KEY_ENV]}}
-        env_names[("api", "api_key")] = API_KEY_ENV
-    env_layer = _merge(key_data, env_data)
+    # RUNFLOW_API_KEY (the variable the Runflow docs name) and RUNFLOW_API_URL beside it,
+    # below our own RUNFLOW_TAIL_API__* variables.
+    plain: dict[str, Any] = {}
+    for variable, key in ((API_KEY_ENV, "api_key"), (API_URL_ENV, "base_url")):
+        if environ.get(variable) and not lookup(env_data, ("api", key)):
+            plain[key] = environ[variable]
+            env_names[("api", key)] = variable
+    env_layer = _merge({"api": plain} if plain else {}, env_data)
     credential = _credentials_file(_merge(file_data, env_layer, dict(overrides or {})), environ)
     if credential is not None:
         # systemd's LoadCredential=: the last place to look for the key.
@@ -302,7 +306,7 @@ def _check_api_key(
         return None
     if key is not None or not isinstance(key_file, str | Path):
         if key is None and key_file is None and require:
-            problems.append(_no_key_message(environ))
+            problems.append(no_key_message(environ))
         return None
     where = sources.source_of(("api", "api_key_file"))
     shown = f"api.api_key_file = {str(key_file)!r}"
@@ -329,7 +333,9 @@ def _check_api_key(
     return text
 
 
-def _no_key_message(environ: Mapping[str, str]) -> str:
+def no_key_message(environ: Mapping[str, str] | None = None) -> str:
+    """Where a key can come from (for the problem, and check-config's offline warning)."""
+    environ = environ_snapshot() if environ is None else environ
     message = (
         "no API key: set the RUNFLOW_API_KEY environment variable, api.api_key or "
         "api.api_key_file in the config file, or (systemd) LoadCredential=runflow_api_key:<path>"

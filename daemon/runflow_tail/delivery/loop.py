@@ -257,7 +257,9 @@ class Delivery:
             last_seq=batch[-1].seq,
             replay=f"runflow-tail replay --sink {self.name} --dead-letters",
         )
-        self._mark_recovered()
+        # The sink moves on, so it is no longer failing; but nothing was delivered, so
+        # this is no recovery to announce.
+        self._clear_failing()
 
     def _mark_failing(self, problem: str) -> None:
         if self.health.failing_since is None:
@@ -273,5 +275,8 @@ class Delivery:
     def _mark_recovered(self) -> None:
         if self.health.failing_since is not None:
             log.info("sink.recovered", sink=self.name)
+        self._clear_failing()
+
+    def _clear_failing(self) -> None:
         self.health.failing_since = None
         self.health.problem = None

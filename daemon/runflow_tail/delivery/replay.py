@@ -10,7 +10,7 @@ filtered when first sent).
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import anyio
 
@@ -22,13 +22,17 @@ from runflow_tail.observability import get_logger
 from runflow_tail.sinks.base import Sink, SinkConfigBase
 
 log = get_logger(__name__)
+Progress = Callable[[int, Entry], None]
+"""Told after each batch: entries sent so far, and the last entry read."""
 
 
 class ReplayStopped(SinkError):
     """The sink refused part of a replay; what was sent before it stays sent."""
 
 
-async def replay_dead_letters(store: JournalStore, sink: Sink, sink_name: str) -> tuple[int, int]:
+async def replay_dead_letters(
+    store: JournalStore, sink: Sink, sink_name: str, *, progress: Progress | None = None
+) -> tuple[int, int]:
     """Send each dead letter of ``sink_name`` and delete it once sent: (letters, entries)."""
     letters = await anyio.to_thread.run_sync(store.dead_letters, sink_name)
     sent = 0
@@ -36,6 +40,8 @@ async def replay_dead_letters(store: JournalStore, sink: Sink, sink_name: str) -
         await _send(sink, letter.entries, f"dead letter {letter.id}")
         await anyio.to_thread.run_sync(store.delete_dead_letter, letter.id)
         sent += len(letter.entries)
+        if progress is not None and letter.entries:
+            progress(sent, letter.entries[-1])
     return len(letters), sent
 
 
@@ -47,6 +53,8 @@ async def replay_range(
     streams: Sequence[str],
     start: int,
     end: int | None,
+    *,
+    progress: Progress | None = None,
 ) -> int:
     """Send what the journal holds of ``streams`` in [start, end) that the live sink would
     have been sent (its ``match``, the same derived run fields), in ``config``'s batch
@@ -71,6 +79,8 @@ async def replay_range(
         if batch:
             await _send(sink, batch, "range")
         sent += len(batch)
+        if progress is not None:
+            progress(sent, rows[-1])
 
 
 async def _send(sink: Sink, batch: Sequence[Entry], what: str) -> None:

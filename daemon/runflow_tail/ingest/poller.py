@@ -374,6 +374,7 @@ class Poller:
                 log.warning(
                     "stream.poll_failed",
                     stream=self.stream.name,
+                    api=self._api.shown_url,
                     error=str(exc),
                     retry_in=round(delay, 2),
                     attempt=self._backoff.attempts,
@@ -523,6 +524,7 @@ class Poller:
             log.error(
                 "stream.configuration_problem",
                 stream=self.stream.name,
+                api=self._api.shown_url,
                 problem=problem,
                 retry_in=self._api.config_error_retry_interval,
             )

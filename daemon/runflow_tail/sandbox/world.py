@@ -136,10 +136,17 @@ class World:
         *,
         ts_ns: int | None = None,
     ) -> Entry:
-        """Write one entry of ``run`` now (or at ``ts_ns``) carrying its current snapshot."""
-        text, exact = self.timestamps.write(
-            self.now() if ts_ns is None else ts_ns, self.options.timestamp_style
-        )
+        """Write one entry of ``run`` now (or at ``ts_ns``) carrying its current snapshot.
+
+        A run's lines sort after each other as they were logged: readers order by the
+        written timestamp, then by random id, so a spelling that drops digits ('mixed')
+        must not put a line at or before the run's previous one."""
+        ns = self.now() if ts_ns is None else ts_ns
+        style = self.options.timestamp_style
+        text, exact = self.timestamps.write(ns, style)
+        if exact <= run.logged_ns:
+            text, exact = self.timestamps.write(max(ns, run.logged_ns + 1), style, exact=True)
+        run.logged_ns = exact
         document = {
             "id": self.ids.uuid4(),
             "run_id": run.id,

@@ -186,6 +186,7 @@ class Daemon:
             )
             self._start(self._deliveries, name, _Running(delivery), delivery.run)
         wanted = {stream.name: stream for stream in settings.streams}
+        old_streams = {stream.name for stream in old.streams}
         for name in list(self._pollers):
             if new_client or wanted.get(name) != self._pollers[name].worker.configured:
                 await self._stop_poller(name)
@@ -195,6 +196,9 @@ class Daemon:
             self._client = RunflowClient(settings.api, metrics=self.metrics)
         assert self._client is not None
         await self._apply_alerts(settings, old, restart=new_client)
+        self.metrics.forget(
+            sinks=old.sinks.keys() - settings.sinks, streams=old_streams - {*wanted}
+        )
         for name, stream in wanted.items():
             if name not in self._pollers:
                 poller = Poller(

@@ -29,10 +29,10 @@ from typing import Literal
 
 import anyio
 import msgspec
-from pydantic import Field, field_validator
+from pydantic import field_validator
 
 from runflow_tail.errors import SinkRejectedError, SinkRetryableError
-from runflow_tail.models import Entry, PositiveDuration
+from runflow_tail.models import Entry, FileMode, PositiveDuration
 from runflow_tail.observability import get_logger
 from runflow_tail.sinks.base import BatchSettings, SinkConfigBase
 from runflow_tail.sinks.file_paths import PathTemplate, check_template
@@ -48,7 +48,7 @@ class FileSinkConfig(SinkConfigBase):
     type: Literal["file"] = "file"
     path: Path
     """Where to write; may contain {stream}, {run_id} and {date} (UTC, YYYY-MM-DD)."""
-    mode: int = Field(DEFAULT_FILE_MODE, ge=0, le=0o777)
+    mode: FileMode = DEFAULT_FILE_MODE
     """Permission bits for new files (0640 by default: the group may read, others not)."""
     follow_symlinks: bool = False
     """Write through a symbolic link at the output path (off: such a path is an error)."""
