@@ -11,6 +11,7 @@ import pytest
 from runflow_tail.cli import build_parser, main
 from runflow_tail.cli.demo import path_hint
 from runflow_tail.sandbox import SandboxThread
+from runflow_tail.times import format_instant
 
 from tests.support.harness import run_cli
 
@@ -172,3 +173,35 @@ def test_the_demo_says_how_to_put_runflow_tail_on_path_only_when_it_is_not(
     assert "pipx install ." in hint
     monkeypatch.setenv("PATH", f"{scripts}:/usr/bin:/bin")
     assert path_hint(scripts, cwd=tmp_path) is None
+
+
+@pytest.mark.sandbox_options(rate_limit_per_second=5)
+def test_max_requests_per_second_on_the_command_line_beats_the_config(
+    tmp_path: Path, sandbox_thread: SandboxThread
+) -> None:
+    """A config that lifts the rate cap overruns an API limited to 5 requests a second (429s);
+    the same tail with --max-requests-per-second 4 stays under it: the flag wins."""
+    config = tmp_path / "c.toml"
+    config.write_text("[api]\nmax_requests_per_second = 1000\n")
+    sandbox_thread.generate(
+        3_000, timestamp=format_instant(time.time_ns() - 60 * 10**9), step_ms=10
+    )
+    env = {
+        "HOME": str(tmp_path),
+        "RUNFLOW_API_KEY": sandbox_thread.api_key,
+        "RUNFLOW_API_URL": sandbox_thread.url,
+    }
+
+    def throttled(*flags: str) -> tuple[int, int]:
+        sandbox_thread.reset_stats()
+        result = run_cli("tail", "-c", str(config), "--format", "json", *flags, env=env)
+        assert result.returncode == 0, result.stderr
+        assert len(result.stdout.splitlines()) == 3_000
+        stats = sandbox_thread.stats()
+        return int(stats["by_status"].get("429", 0)), int(stats["logs_requests"])
+
+    unthrottled, _ = throttled()
+    assert unthrottled > 0, "the config's rate should overrun the API's limit"
+    refused, requests = throttled("--max-requests-per-second", "4")
+    assert refused == 0
+    assert requests >= 6

@@ -21,7 +21,12 @@ import anyio
 from pydantic import ValidationError
 
 from runflow_tail.cli import _tail_watch as watch
-from runflow_tail.cli._common import add_api_url, configure_logging_for, load_settings_for
+from runflow_tail.cli._common import (
+    add_api_url,
+    add_max_requests_per_second,
+    configure_logging_for,
+    load_settings_for,
+)
 from runflow_tail.cli._terminal import Progress, isatty
 from runflow_tail.config.load import environ_snapshot
 from runflow_tail.config.model import ServerSettings, Settings, StateSettings, StreamSettings
@@ -68,6 +73,7 @@ def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     tail.add_argument("run_id", nargs="?", default="any", metavar="RUN_ID", help="a run id or any")
     add_api_url(tail)
+    add_max_requests_per_second(tail)
     tail.add_argument("--query", "-q", default="", help="filter in the API's language (q)")
     tail.add_argument(
         "--level",
