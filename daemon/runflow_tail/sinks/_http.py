@@ -32,6 +32,11 @@ DEFAULT_REQUEST_DEADLINE = 60.0
 """Longest a whole request may take, answer included, unless a sink's options say."""
 ANSWER_SHOWN = 200
 """Characters of a refusal's body quoted in the error."""
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
+"""The most of an answer read (after decompression): Elasticsearch's per-item results for
+a 10,000-entry batch are ~3 MB; a destination that sends more (or a gzip bomb) must not
+take the daemon's memory with it."""
+_FRAMING_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 
 Redact = Callable[[str], str]
 RetryAfter = Callable[[httpx.Response], float | None]
@@ -182,7 +187,7 @@ async def post(
     deadline = _deadlines.get(http, DEFAULT_REQUEST_DEADLINE)
     try:
         with anyio.fail_after(deadline):
-            response = await http.post(url, content=content, headers=headers, params=params)
+            response, complete = await _bounded_post(http, url, content, headers, params)
     except TimeoutError as exc:
         raise SinkRetryableError(f"{label}: no complete answer within {deadline:g}s") from exc
     except httpx.TimeoutException as exc:
@@ -190,6 +195,12 @@ async def post(
     except httpx.HTTPError as exc:
         raise SinkRetryableError(redact(f"{label}: {type(exc).__name__}: {exc}")) from exc
     status = response.status_code
+    if not complete and 200 <= status < 300:
+        # What a 2xx says it kept may be past the cut; sending again is the safe reading.
+        raise SinkRetryableError(
+            f"{label} answered HTTP {status} with more than {MAX_ANSWER_BYTES:,} bytes (read "
+            "no further), so what it kept is unknown; the batch will be sent again"
+        )
     if 200 <= status < 300:
         return response
     # Redacted whole, then cut: a secret cut in two would no longer match.
@@ -198,3 +209,32 @@ async def post(
     if retryable(status):
         raise SinkRetryableError(reason, retry_after=retry_after(response))
     raise SinkRejectedError(reason)
+
+
+async def _bounded_post(
+    http: httpx.AsyncClient,
+    url: str,
+    content: bytes,
+    headers: Mapping[str, str] | None,
+    params: Mapping[str, str] | None,
+) -> tuple[httpx.Response, bool]:
+    """The answer with at most ``MAX_ANSWER_BYTES`` of its body, and whether that was all."""
+    request = http.build_request("POST", url, content=content, headers=headers, params=params)
+    streamed = await http.send(request, stream=True)
+    chunks: list[bytes] = []
+    size = 0
+    complete = True
+    try:
+        async for chunk in streamed.aiter_bytes():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                complete = False
+                break
+    finally:
+        await streamed.aclose()
+    body = b"".join(chunks)[:MAX_ANSWER_BYTES]
+    # The body is decoded already: a copy without the framing headers reads as it is.
+    kept = [(k, v) for k, v in streamed.headers.multi_items() if k.lower() not in _FRAMING_HEADERS]
+    answer = httpx.Response(streamed.status_code, headers=kept, content=body, request=request)
+    return answer, complete
