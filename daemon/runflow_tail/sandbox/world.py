@@ -43,6 +43,9 @@ class Stats:
     logs_requests: int = 0
     requests_before_retry_after: int = 0
     """Requests that arrived before a Retry-After deadline the API had given (refused)."""
+    in_flight: int = 0
+    max_in_flight: int = 0
+    """The most API requests the sandbox was answering at once."""
     by_status: Counter[str] = field(default_factory=Counter)
     recent_logs_queries: deque[dict[str, str]] = field(
         default_factory=lambda: deque(maxlen=RECENT_QUERIES_KEPT)
@@ -345,6 +348,7 @@ class World:
             "requests_total": self.stats.requests_total,
             "logs_requests": self.stats.logs_requests,
             "requests_before_retry_after": self.stats.requests_before_retry_after,
+            "max_in_flight": self.stats.max_in_flight,
             "by_status": dict(self.stats.by_status),
             "entries_total": len(self.store),
             "entries_visible": self.store.visible_count(self.now()),
