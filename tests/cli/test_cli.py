@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -325,3 +326,18 @@ def test_checkpoint_show_without_journal(home: dict[str, str], tmp_path: Path) -
     assert "has not run with this state directory yet" in problem[0]
     assert result.stdout == ""
     assert_no_traceback(result)
+
+
+def test_only_the_sandbox_commands_load_its_web_stack() -> None:
+    """Every command builds every command's parser; starlette and uvicorn cost each one
+    (health, a check-config in a pre-start hook) time for nothing unless it serves."""
+    probe = (
+        "import sys\n"
+        "from runflow_tail.cli import build_parser\n"
+        "build_parser().parse_args(['health'])\n"
+        "print(sorted(m for m in ('uvicorn', 'starlette') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

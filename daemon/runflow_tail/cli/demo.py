@@ -15,11 +15,12 @@ from typing import Any
 import anyio
 from pydantic import SecretStr
 
+import runflow_tail.sandbox as simulator
 from runflow_tail.api.settings import ApiSettings
 from runflow_tail.cli._common import common_options, configure_logging_for
 from runflow_tail.config.model import ServerSettings, Settings, StateSettings, StreamSettings
 from runflow_tail.errors import EXIT_OK
-from runflow_tail.sandbox import SandboxHandle, SandboxOptions, serve_sandbox
+from runflow_tail.sandbox import SandboxOptions
 from runflow_tail.service.daemon import Daemon, RunOptions
 from runflow_tail.sinks.stdout import StdoutSinkConfig
 
@@ -80,7 +81,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(rate=args.rate, seconds=args.seconds)
 
 
-def demo_settings(handle: SandboxHandle, state_dir: Path) -> Settings:
+def demo_settings(handle: simulator.SandboxHandle, state_dir: Path) -> Settings:
     return Settings(
         api=ApiSettings(
             base_url=handle.url,
@@ -124,7 +125,7 @@ async def _demo(rate: float, seconds: float | None) -> None:
     options = SandboxOptions(world_rate=rate, world_seed=7, timestamp_style="z")
     with tempfile.TemporaryDirectory(prefix="runflow-tail-demo-") as state:
         async with anyio.create_task_group() as tg:
-            handle: SandboxHandle = await tg.start(_serve, options)
+            handle: simulator.SandboxHandle = await tg.start(_serve, options)
             print(
                 f"runflow-tail demo: tailing a simulated Runflow at {handle.url} (Ctrl-C to stop)",
                 file=sys.stderr,
@@ -140,9 +141,9 @@ async def _demo(rate: float, seconds: float | None) -> None:
 
 
 async def _serve(
-    options: SandboxOptions, *, task_status: anyio.abc.TaskStatus[SandboxHandle]
+    options: SandboxOptions, *, task_status: anyio.abc.TaskStatus[simulator.SandboxHandle]
 ) -> None:
-    await serve_sandbox(options, task_status=task_status)
+    await simulator.serve_sandbox(options, task_status=task_status)
 
 
 async def _stop_after(daemon: Daemon, seconds: float) -> None:

@@ -9,15 +9,10 @@ from typing import Any
 
 import anyio
 
+import runflow_tail.sandbox as simulator
 from runflow_tail.cli._common import common_options, configure_logging_for
 from runflow_tail.errors import EXIT_OK
-from runflow_tail.sandbox import (
-    SandboxHandle,
-    SandboxOptions,
-    add_sandbox_arguments,
-    options_from_arguments,
-    serve_sandbox,
-)
+from runflow_tail.sandbox import SandboxOptions, add_sandbox_arguments, options_from_arguments
 
 
 def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -42,7 +37,7 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
 
 async def _serve(options: SandboxOptions, host: str, port: int) -> None:
     async with anyio.create_task_group() as tg:
-        handle: SandboxHandle = await tg.start(_serve_task, options, host, port)
+        handle: simulator.SandboxHandle = await tg.start(_serve_task, options, host, port)
         print(
             f"Runflow sandbox listening on {handle.url}\n"
             f"  export RUNFLOW_API_URL={handle.url} RUNFLOW_API_KEY={handle.api_key}\n"
@@ -62,6 +57,6 @@ async def _serve_task(
     host: str,
     port: int,
     *,
-    task_status: anyio.abc.TaskStatus[SandboxHandle],
+    task_status: anyio.abc.TaskStatus[simulator.SandboxHandle],
 ) -> None:
-    await serve_sandbox(options, host=host, port=port, task_status=task_status)
+    await simulator.serve_sandbox(options, host=host, port=port, task_status=task_status)
