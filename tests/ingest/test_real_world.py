@@ -123,7 +123,10 @@ async def test_a_cursor_that_never_advances_is_reported_and_polling_recovers(
         tg.start_soon(daemon.run)
         await wait_for(lambda: bool(daemon.pollers) and daemon.pollers[0].health.stalled)
         problems = daemon.readiness_problems()
-        assert any("same page cursor" in problem for problem in problems)
+        assert any(
+            problem.startswith("stream all: the API answered a page cursor with the same")
+            for problem in problems
+        ), problems
         metrics = (await daemon.render_metrics()).decode()
         assert 'runflow_tail_stream_healthy{stream="all"} 0.0' in metrics
         assert 'runflow_tail_cursor_stalls_total{stream="all"}' in metrics

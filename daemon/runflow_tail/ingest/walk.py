@@ -78,7 +78,7 @@ async def walk(
                     arrive.close()
                 async for split in arrived:
                     following = split.parse()
-                    check_progress(source.stream, page, following)
+                    check_progress(page, following)
                     page = following
                     pages += 1
                     await send.send(page)
@@ -102,7 +102,7 @@ async def _prefetch(
             split = await source.fetch_body(query, cursor)
             full = split.item_count >= page_size
             if full and split.next_cursor == cursor:
-                raise stall(source.stream, cursor, "the same page cursor")
+                raise stall(cursor, "the same page cursor")
             try:
                 await arrive.send(split)
             except anyio.BrokenResourceError:
@@ -118,16 +118,16 @@ async def follow(source: PageSource, query: str, page: Page) -> Page:
     cursor = page.next_cursor
     following = await source.fetch(query, cursor)
     if source.is_full(following) and following.next_cursor == cursor:
-        raise stall(source.stream, cursor, "the same page cursor")
-    check_progress(source.stream, page, following)
+        raise stall(cursor, "the same page cursor")
+    check_progress(page, following)
     return following
 
 
-def check_progress(stream: StreamSettings, page: Page, following: Page) -> None:
+def check_progress(page: Page, following: Page) -> None:
     """A page after ``page`` that holds the same entries is a cursor that names the same
     place again (a new token for it, perhaps): following it would never end."""
     if page.entries and same_entries(page, following):
-        raise stall(stream, page.next_cursor or "", "the same entries")
+        raise stall(page.next_cursor or "", "the same entries")
 
 
 def same_entries(page: Page, following: Page) -> bool:
@@ -139,9 +139,10 @@ def same_entries(page: Page, following: Page) -> bool:
     )
 
 
-def stall(stream: StreamSettings, cursor: str, what: str) -> ApiCursorStuck:
+def stall(cursor: str, what: str) -> ApiCursorStuck:
+    # No stream name and no next step here: readiness prefixes the stream, the daemon
+    # polls again from the watermark, and a tail ends.
     return ApiCursorStuck(
-        f"stream {stream.name}: the API answered a page cursor with {what} again, so "
-        "following it would never end; polling again from the watermark",
+        f"the API answered a page cursor with {what} again: following it would never end",
         cursor=cursor,
     )
