@@ -14,6 +14,7 @@ from runflow_tail.journal import JournalStore
 from runflow_tail.journal.store import JOURNAL_NAME
 from runflow_tail.service.daemon import Daemon
 from runflow_tail.sinks.file import FileSinkConfig
+from runflow_tail.sinks.stdout import StdoutSinkConfig
 
 from tests.support.harness import run_daemon_until, settings_for
 from tests.support.hostile import HostileApi, hostile_api, item
@@ -101,6 +102,28 @@ async def test_invalid_utf8_reaches_byte_sinks_and_is_dead_lettered_by_a_match(
         b'{"id": "c',
     ]
     [(entry_id, reason)] = dead_letters(tmp_path, "errors")
+    assert entry_id == "bad" and "UTF-8" in reason
+
+
+async def test_invalid_utf8_is_dead_lettered_alone_by_a_pretty_stdout_sink(
+    tmp_path: Path, capfdbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    """A pretty stdout sink needs the entry's fields: it dead-letters the undecodable entry
+    alone and prints its neighbours, instead of retrying the same batch forever."""
+    bad = b'{"id": "bad", "timestamp": "2026-01-01T00:00:01Z", "message": "\xff\xfe"}'
+    with hostile_api() as api:
+        api.items = [
+            item("a", "2026-01-01T00:00:00Z", message="first neighbour"),
+            bad,
+            item("c", "2026-01-01T00:00:02Z", message="second neighbour"),
+        ]
+        pretty = StdoutSinkConfig(format="pretty", color="never", utc=True)
+        settings = hostile_settings(api, tmp_path, {"screen": pretty})
+        for _ in range(2):
+            await run_until(settings, polled_at_least(3))
+    printed = capfdbinary.readouterr().out
+    assert printed.count(b"first neighbour") == 1 and printed.count(b"second neighbour") == 1
+    [(entry_id, reason)] = dead_letters(tmp_path, "screen")
     assert entry_id == "bad" and "UTF-8" in reason
 
 
