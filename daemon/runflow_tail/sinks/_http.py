@@ -208,7 +208,7 @@ async def post(
     reason = f"{label} answered HTTP {status}" + (f": {explanation}" if explanation else "")
     if retryable(status):
         raise SinkRetryableError(reason, retry_after=retry_after(response))
-    raise SinkRejectedError(reason)
+    raise SinkRejectedError(reason, status=status)
 
 
 async def _bounded_post(
