@@ -175,6 +175,9 @@ class Sandbox:
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.process.pid)
 
+    def first_request_seen(self) -> bool:
+        return self._call("GET", "/_bench/stats")["first_request_at"] is not None
+
 
 # -- the daemon ------------------------------------------------------------------------
 

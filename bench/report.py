@@ -12,6 +12,8 @@ SLOW_SINK_RSS_LIMIT_MB = 80.0
 IDLE_CPU_LIMIT_PERCENT = 1.0
 LIVE_P99_MARGIN_MS = 250.0
 PARALLEL_SPEEDUP = 4.0
+DRAIN_TARGETS = {"projected": (0.6, 1.5, 2.5), "full": (0.4, 3.0, 3.0)}
+"""Per variant: product / fetch limit >=, product / naive >=, CPU per entry / limit's <=."""
 
 
 @dataclass
@@ -52,7 +54,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
     drain = results.get("drain")
     if drain:
-        for variant, vs_limit, vs_naive in (("projected", 0.8, 1.5), ("full", 0.6, 3.0)):
+        for variant, (vs_limit, vs_naive, cpu) in DRAIN_TARGETS.items():
             part = drain[variant]
             ratio = part["product_vs_limit"]
             name = f"drain {variant}: product / fetch limit"
@@ -60,6 +62,9 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             ratio = part["product_vs_naive"]
             name = f"drain {variant}: product / naive"
             check(name, ratio, f">= {vs_naive}", ratio >= vs_naive)
+            ratio = part["cpu_vs_limit"]
+            name = f"drain {variant}: CPU per entry / fetch limit's"
+            check(name, ratio, f"<= {cpu}", ratio <= cpu)
     live = results.get("live")
     if live:
         limit = live["poll_interval"] * 1000 + LIVE_P99_MARGIN_MS
@@ -151,7 +156,11 @@ def _drain_rows(name: str, part: dict[str, Any]) -> list[Row]:
             f"{naive['sandbox_cpu_seconds']:.2f}",
         ),
         Row("", "peak RSS (product)", f"{product['peak_rss_mb']:.1f} MB"),
-        Row("", "startup to 1st request", f"{product['startup_seconds']:.2f} s"),
+        Row(
+            "",
+            "startup to 1st request (CPU)",
+            f"{product['startup_seconds']:.2f} s ({product['startup_cpu_seconds']:.2f} s)",
+        ),
     ]
     return rows
 
@@ -172,6 +181,13 @@ def rows(results: dict[str, Any], checks: list[dict[str, Any]]) -> list[Row]:
                 judged("", "product / fetch limit", f"drain {variant}: product / fetch limit")
             )
             table.append(judged("", "product / naive", f"drain {variant}: product / naive"))
+            table.append(
+                judged(
+                    "",
+                    "CPU per entry / limit's",
+                    f"drain {variant}: CPU per entry / fetch limit's",
+                )
+            )
     live = results.get("live")
     if live:
         table += [

@@ -13,7 +13,7 @@ The package's folders are its layers; every import points down this list::
     (base)      errors, times, pacing, models, filters, run_object, ownership, dotted,
                 observability, metrics, version
 
-Rules (``tests/test_layers.py`` reads every import and fails when one is broken):
+Rules (``tests/base/test_layers.py`` reads every import and fails when one is broken):
 
 - a module imports only from its own folder and from the layers below it; two folders
   on one line (``ingest`` and ``alerts``, ``api`` and ``journal``) never import each other;
@@ -22,8 +22,9 @@ Rules (``tests/test_layers.py`` reads every import and fails when one is broken)
 - ``sandbox/`` (the Runflow API simulator) stands apart: it imports only base modules,
   and only ``cli/`` imports it;
 - imports sit at the top of a module: the only ones inside a function are the documented
-  lazy loads (the sandbox's starlette and uvicorn, which only its commands need; the
-  optional extras: protobuf, obstore, and the ``postgres`` package with psycopg).
+  lazy loads (the sandbox's web stack, which only its commands need, and the optional
+  extras: the otlp and s3 sinks' libraries, loaded when such a sink is built, and the
+  ``postgres`` package with psycopg, loaded when the state is in PostgreSQL).
 
 Plugin sinks need only what this module exports: ``Entry`` (what ``send`` receives),
 ``Sink``, ``SinkConfigBase`` and ``BatchSettings`` (their options), and the errors a sink

@@ -154,7 +154,12 @@ class SinkRetryableError(SinkError):
 
 
 class SinkRejectedError(SinkError):
-    pass
+    """The destination refused the batch for good; ``status`` is its HTTP status when it
+    answered one (0 otherwise), for a sink that explains some refusals better."""
+
+    def __init__(self, reason: str, *, status: int = 0) -> None:
+        self.status = status
+        super().__init__(reason)
 
 
 class SinkPartiallyRejectedError(SinkRejectedError):

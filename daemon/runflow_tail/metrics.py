@@ -6,6 +6,9 @@ describe state (lag, backlog, journal size) are refreshed just before each scrap
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 POLL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -87,6 +90,12 @@ class Metrics:
             "Space used by the journal's live pages.",
             registry=r,
         )
+        self.entries_rejected = Counter(
+            "runflow_tail_entries_rejected_total",
+            "Fetched items no sink can take (no usable timestamp), kept as dead letters",
+            ["stream"],
+            registry=r,
+        )
         self.cursor_stalls = Counter(
             "runflow_tail_cursor_stalls_total",
             "Times the API answered a page cursor with the same cursor or entries again.",
@@ -130,6 +139,18 @@ class Metrics:
             "1 while the state database answers (PostgreSQL backend), else 0.",
             registry=r,
         )
+
+    def forget(self, *, sinks: Iterable[str] = (), streams: Iterable[str] = ()) -> None:
+        """Drop the series of sinks and streams that a reload removed: a scrape shows what
+        runs now, and a removed sink's last backlog never fires an alert again."""
+        by_label = {"sink": list(sinks), "stream": list(streams)}
+        for metric in vars(self).values():
+            names: tuple[str, ...] = getattr(metric, "_labelnames", ())
+            if len(names) != 1 or names[0] not in by_label:
+                continue
+            for value in by_label[names[0]]:
+                with contextlib.suppress(KeyError):  # never touched: no series to drop
+                    metric.remove(value)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

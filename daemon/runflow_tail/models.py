@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, NamedTuple
 
 import msgspec
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 from runflow_tail.times import parse_duration
 
@@ -55,6 +55,38 @@ def _byte_size(value: Any) -> int:
 ByteSize = Annotated[int, BeforeValidator(_byte_size), Field(ge=0)]
 
 
+def _file_mode(value: Any) -> int:
+    """Permission bits as people write them. Integers are exact (TOML's ``0o640``, or its
+    decimal 416); text is octal, as in chmod: ``"0640"`` or ``"0o640"``, so an environment
+    variable can say what the TOML file says. Text without the leading 0 is refused rather
+    than guessed: ``"640"`` as chmod means rw-r-----, as a number it is not a mode at all."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text.startswith("0o"):
+            digits = text[2:]
+        elif text.startswith("0"):
+            digits = text[1:] or "0"
+        else:
+            digits = ""
+        if not digits or any(ch not in "01234567" for ch in digits):
+            raise ValueError(
+                "expected permission bits in octal with a leading 0, as chmod takes them: "
+                "'0640' (rw-r-----) or '0o640'"
+            )
+        value = int(digits, 8)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0o777:
+        return value
+    raise ValueError(
+        "expected permission bits from 0 to 0o777: '0640' or '0o640' as text, 0o640 in TOML"
+    )
+
+
+FileMode = Annotated[
+    int, BeforeValidator(_file_mode), PlainSerializer(lambda mode: f"{mode:04o}", when_used="json")
+]
+"""File permission bits: ``0o640`` (TOML), ``"0640"`` or ``"0o640"``; shown as ``"0640"``."""
+
+
 class FetchedEntry(NamedTuple):
     """An entry as a page brought it: identity, order, bytes; what the journal appends."""
 
@@ -65,6 +97,26 @@ class FetchedEntry(NamedTuple):
     id: str
     timestamp_ns: int
     raw: bytes
+
+
+class RejectedEntry(NamedTuple):
+    """An item of a page that cannot be journaled as an entry (no timestamp it can be
+    ordered by): kept as a dead letter of each sink of its stream, with the reason."""
+
+    id: str
+    raw: bytes
+    reason: str
+
+
+class EntryUndecodable(ValueError):
+    """An entry whose bytes cannot be decoded into fields (invalid UTF-8, nesting deeper
+    than the decoder goes, not JSON): sinks that ship bytes still deliver it; a sink that
+    needs its fields dead-letters it alone."""
+
+    def __init__(self, entry: Entry, reason: str) -> None:
+        self.entry = entry
+        self.reason = reason
+        super().__init__(f"entry {entry.id} (seq {entry.seq}) cannot be decoded: {reason}")
 
 
 @dataclass(slots=True)
@@ -79,8 +131,15 @@ class Entry:
     _decoded: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def data(self) -> dict[str, Any]:
-        """The decoded entry, for filters and formatting; decoded once, on demand."""
+        """The decoded entry, for filters and formatting; decoded once, on demand.
+
+        Raises ``EntryUndecodable`` when the bytes cannot be decoded."""
         if self._decoded is None:
-            decoded = msgspec.json.decode(self.raw)
+            try:
+                decoded = msgspec.json.decode(self.raw)
+            except msgspec.DecodeError as exc:
+                raise EntryUndecodable(self, str(exc)) from exc
+            except RecursionError as exc:
+                raise EntryUndecodable(self, "nested deeper than the JSON decoder goes") from exc
             self._decoded = decoded if isinstance(decoded, dict) else {"value": decoded}
         return self._decoded

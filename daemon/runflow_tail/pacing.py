@@ -21,6 +21,8 @@ MAX_RETRY_AFTER = 3600.0
 MAX_IN_FLIGHT = 32
 """Requests in flight at once per API key before any 429 (backfill asks for at most 32)."""
 RESET_IS_EPOCH = 1e9
+RESET_IS_EPOCH_MS = 1e12
+_JITTER = random.Random()
 
 
 class RateLimiter:
@@ -116,8 +118,13 @@ class RateLimiter:
             return
         if left > 0 or not math.isfinite(until):
             return
-        # Seconds until the reset, or (past a billion) the Unix time of the reset.
-        self.pause(until - time.time() if until > RESET_IS_EPOCH else until)
+        # Seconds until the reset, or (past a billion) the Unix time of the reset, in
+        # seconds or (past a trillion) in milliseconds.
+        if until > RESET_IS_EPOCH_MS:
+            until = until / 1000 - time.time()
+        elif until > RESET_IS_EPOCH:
+            until -= time.time()
+        self.pause(until)
 
 
 class Backoff:
@@ -133,7 +140,9 @@ class Backoff:
         self.initial = initial
         self.maximum = maximum
         self.attempts = 0
-        self._rng = rng or random.Random()
+        # Not a new random.Random() each: seeding one reads the OS's entropy and fills the
+        # generator's state, and the delivery loop makes a Backoff for every batch.
+        self._rng = rng or _JITTER
 
     def next_delay(self, retry_after: float | None = None) -> float:
         ceiling = min(self.maximum, self.initial * 2.0 ** min(self.attempts, 32))

@@ -15,6 +15,11 @@ import re
 import time
 
 NS_PER_SECOND = 1_000_000_000
+MIN_NS = -(2**63)
+MAX_NS = 2**63 - 1
+"""Instants are signed 64-bit nanoseconds (SQLite's INTEGER, OTLP's and Loki's time): from
+1677-09-21T00:12:43.145224192Z to 2262-04-11T23:47:16.854775807Z."""
+REPRESENTABLE = "1677-09-21T00:12:44Z to 2262-04-11T23:47:16Z"
 
 _INSTANT = re.compile(
     r"""
@@ -75,7 +80,14 @@ def parse_instant(text: str, *, date_only_ok: bool = True) -> int:
         raise TimeValueError(f"{text!r} is not a valid date or time: {exc}") from exc
     fraction = (match["fraction"] or "")[:9].ljust(9, "0")
     offset = _zone_offset_seconds(match["zone"])
-    return (seconds - offset) * NS_PER_SECOND + int(fraction)
+    return representable((seconds - offset) * NS_PER_SECOND + int(fraction), text)
+
+
+def representable(ns: int, text: str) -> int:
+    """``ns`` if it fits a signed 64-bit integer, else a ``TimeValueError`` naming ``text``."""
+    if MIN_NS <= ns <= MAX_NS:
+        return ns
+    raise TimeValueError(f"{text!r} is outside the times runflow-tail can store ({REPRESENTABLE})")
 
 
 _FAST_INSTANT = re.compile(
@@ -114,10 +126,14 @@ def parse_timestamp(text: str) -> int:
                 return _parse_common_shapes(text)
             nanos = int(digits[:9].ljust(9, "0"))
         try:
-            return _second_ns(text[:19]) + nanos
+            ns = _second_ns(text[:19]) + nanos
         except TimeValueError:
             pass  # reported below, naming the whole timestamp
-    return _parse_common_shapes(text)
+        else:
+            if MIN_NS <= ns <= MAX_NS:
+                return ns
+            return representable(ns, text)
+    return representable(_parse_common_shapes(text), text)
 
 
 def _parse_common_shapes(text: str) -> int:
@@ -223,13 +239,14 @@ def parse_start(text: str, *, now_ns: int) -> int | None:
     if stripped == "beginning":
         return None
     if stripped.startswith("-"):
-        return now_ns - int(parse_duration(stripped[1:]) * NS_PER_SECOND)
+        return representable(now_ns - int(parse_duration(stripped[1:]) * NS_PER_SECOND), text)
     return parse_instant(stripped)
 
 
 def validate_start(text: str) -> str:
-    """Check a ``start_at`` value without resolving it against a clock."""
-    parse_start(text, now_ns=0)
+    """Check a ``start_at`` value, a relative one against the clock now (it only moves on,
+    so a value valid now resolves within range when a stream starts)."""
+    parse_start(text, now_ns=now_ns())
     return text.strip()
 
 

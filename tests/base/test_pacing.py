@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from types import SimpleNamespace
 
 import anyio
@@ -276,7 +277,8 @@ async def test_a_caller_already_waiting_when_a_pause_comes_waits_for_the_deadlin
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(queued)
-        await anyio.sleep(0.02)
+        # Until the queued caller has taken its place and sleeps on it.
+        await anyio.wait_all_tasks_blocked()
         deadline = anyio.current_time() + 0.3
         limiter.pause(0.3)
     assert left[0] >= deadline - EARLY
@@ -335,3 +337,15 @@ async def test_an_exhausted_quota_is_a_deadline(clock: FakeClock) -> None:
     limiter.observe_quota("0", "2.5")
     await limiter.acquire()
     assert clock.sleeps == [pytest.approx(2.5)]
+
+
+@pytest.mark.anyio
+async def test_a_quota_reset_given_as_a_unix_time_waits_until_then() -> None:
+    """X-RateLimit-Reset as Unix seconds or milliseconds means the same instant, not an
+    hour's pause."""
+    for reset in (time.time() + 0.05, (time.time() + 0.05) * 1000):
+        limiter = RateLimiter(1000.0)
+        started = anyio.current_time()
+        limiter.observe_quota("0", f"{reset:.3f}")
+        await limiter.acquire()
+        assert 0.0 <= anyio.current_time() - started < 1.0

@@ -45,16 +45,6 @@ destinations = ["slack", "hook"]
 """
 
 
-@pytest.fixture
-def write_config(tmp_path: Path) -> WriteConfig:
-    def write(text: str) -> Path:
-        path = tmp_path / "runflow-tail.toml"
-        path.write_text(text, encoding="utf-8")
-        return path
-
-    return write
-
-
 def load(path: Path) -> Settings:
     return load_settings(config_file=path, environ={"RUNFLOW_API_KEY": KEY})
 

@@ -21,18 +21,6 @@ WriteConfig = Callable[[str], Path]
 
 
 @pytest.fixture
-def write_config(tmp_path: Path) -> WriteConfig:
-    """Write TOML text to a config file in tmp_path and return its path."""
-
-    def write(text: str, name: str = "runflow-tail.toml") -> Path:
-        path = tmp_path / name
-        path.write_text(text, encoding="utf-8")
-        return path
-
-    return write
-
-
-@pytest.fixture
 def base_env(tmp_path: Path) -> dict[str, str]:
     """An environment with a key and a HOME inside tmp_path, nothing else."""
     return {"HOME": str(tmp_path), "RUNFLOW_API_KEY": KEY}

@@ -76,6 +76,6 @@ def test_quick_bench_reports_every_section(tmp_path: Path) -> None:
     assert "failover" not in results["postgres"]  # the suite runs the SIGKILL test itself
     # Every target has a verdict, and the table names each one.
     assert {check["result"] for check in document["targets"]} <= {"PASS", "FAIL", "n/a"}
-    assert len(document["targets"]) == 13
+    assert len(document["targets"]) == 15
     for check in document["targets"]:
         assert check["goal"] in done.stdout

@@ -7,12 +7,10 @@ import pty
 import re
 import select
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,14 +39,6 @@ def _ends_with_next_steps(stderr: str) -> bool:
 
 def _log_lines(stdout: str) -> list[str]:
     return [line for line in stdout.splitlines() if LOG_LINE.match(line)]
-
-
-@pytest.fixture
-def refused_port() -> Iterator[int]:
-    """A loopback port that refuses connections for as long as the test runs."""
-    with socket.socket() as bound:
-        bound.bind(("127.0.0.1", 0))
-        yield bound.getsockname()[1]
 
 
 def test_ctrl_c_after_live_output_exits_0_with_next_steps(tmp_path: Path) -> None:

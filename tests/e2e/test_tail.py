@@ -205,3 +205,4 @@ def test_a_cursor_that_never_advances_ends_a_tail_with_one_line(
     assert result.returncode == 4
     assert "Traceback" not in result.stderr
     assert "same page cursor" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "polling again" not in result.stderr  # a tail ends; it does not poll again

@@ -64,7 +64,7 @@ async def test_every_cursor_variant_delivers_everything(
 
 
 # Whole-precision timestamps: a truncated one can sort behind the cursor, which this
-# strategy cannot see (see poller.py).
+# strategy cannot see (README, "State and guarantees").
 @pytest.mark.sandbox_options(reject_timestamp_range=True, timestamp_style="z")
 async def test_auto_strategy_falls_back_to_cursor_when_ranges_are_rejected(
     sandbox: SandboxHandle, tmp_path: Path
@@ -382,3 +382,29 @@ async def test_far_behind_streams_backfill_in_parallel_windows_in_order(
     assert [e["id"] for e in read_jsonl(output)] == sandbox_ids(sandbox)
     queries = [q.get("q", "") for q in _stats(sandbox)["recent_logs_queries"]]
     assert any("timestamp<" in q for q in queries)
+
+
+async def test_a_dense_backlog_behind_a_slow_api_gets_every_window_in_the_first_round(
+    sandbox: SandboxHandle, tmp_path: Path
+) -> None:
+    """The backlog's first full page proves the data dense, so the first round of windows
+    is as wide as backfill_parallelism allows: a backlog of about that many windows is
+    fetched all at once, not one window, then two, then three (a round trip each)."""
+    from runflow_tail.times import NS_PER_SECOND, now_ns
+
+    sandbox.world.options = sandbox.world.options.updated({"latency": 0.05})
+    sandbox.world.generate(
+        600, timestamp_ns=now_ns() - 600 * NS_PER_SECOND, step_ms=200, full_run=False
+    )
+    output = tmp_path / "out.jsonl"
+    settings = settings_for(
+        sandbox,
+        tmp_path / "state",
+        output,
+        page_size=100,
+        backfill_parallelism=6,
+        backfill_after=60,
+    )
+    await run_daemon_until(settings, lambda: count_lines(output) >= 600)
+    assert [e["id"] for e in read_jsonl(output)] == sandbox_ids(sandbox)
+    assert _stats(sandbox)["max_in_flight"] >= 6

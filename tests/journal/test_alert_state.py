@@ -8,6 +8,7 @@ from pathlib import Path
 from runflow_tail.alerts.context import as_of
 from runflow_tail.config.alerts import ALERT_ENGINE_CONSUMER
 from runflow_tail.journal import CursorState, JournalStore
+from runflow_tail.journal.store import SCHEMA_VERSION
 from runflow_tail.run_object import outcome
 from runflow_tail.times import NS_PER_SECOND, parse_instant
 
@@ -70,12 +71,14 @@ def test_a_journal_from_before_alerts_is_migrated_in_place(tmp_path: Path) -> No
     store.close()
     db = sqlite3.connect(path)
     db.execute("DROP TABLE alert_state")
+    db.execute("DROP INDEX dead_letters_by_entry")  # schema 4's, too
+    db.execute("ALTER TABLE dead_letters DROP COLUMN entry_key")
     db.execute("PRAGMA user_version=2")
     db.commit()
     db.close()
     store = JournalStore(path)
     assert store.offsets() == {"out": 1} and store.load_alert_state() == {}
-    assert int(store._db.execute("PRAGMA user_version").fetchone()[0]) == 3
+    assert int(store._db.execute("PRAGMA user_version").fetchone()[0]) == SCHEMA_VERSION
 
 
 def test_a_line_logged_before_the_run_ended_sees_it_still_running() -> None:

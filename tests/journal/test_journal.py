@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import cast
 
@@ -395,6 +396,35 @@ def make_v1_journal(path: Path) -> None:
     db.close()
 
 
+def test_the_v5_upgrade_keeps_entries_and_never_gives_a_seq_twice(tmp_path: Path) -> None:
+    """A v4 journal whose retention removed its newest entries is rebuilt with the
+    (stream, ts, id) key: its entries stay, new ones continue after every seq ever given,
+    and a re-read of a kept entry is still dropped."""
+    path = tmp_path / JOURNAL_NAME
+    db = sqlite3.connect(path)
+    for version in (1, 2, 3, 4):
+        db.executescript(_MIGRATIONS[version])
+    db.executemany(
+        "INSERT INTO entries (stream, id, ts, raw) VALUES ('s', ?, ?, ?)",
+        [(name, T0 + n, b"{}") for n, name in enumerate("abcde")],
+    )
+    db.execute("DELETE FROM entries WHERE id IN ('d', 'e')")  # seq 5 was given, then pruned
+    db.execute("PRAGMA user_version=4")
+    db.commit()
+    db.close()
+    store = JournalStore(path)
+    try:
+        assert ids(store.read_after(0, ["s"], max_events=10, max_bytes=10_000)) == ["a", "b", "c"]
+        inserted, last_seq = commit(store, "s", [("a", T0, b"{}"), ("f", T0 + 9, b"{}")], STATE)
+        assert inserted == 1 and last_seq > 5
+        indexes = store._db.execute("PRAGMA index_list(entries)").fetchall()
+        (unique,) = [row[1] for row in indexes if row[2]]
+        columns = [row[2] for row in store._db.execute(f"PRAGMA index_info({unique})")]
+        assert columns == ["stream", "ts", "id"]
+    finally:
+        store.close()
+
+
 def test_v1_journal_is_upgraded_keeping_its_data(tmp_path: Path) -> None:
     """A version 1 journal opens at the current schema with entries, cursor and offsets."""
     path = tmp_path / JOURNAL_NAME
@@ -449,6 +479,7 @@ def test_corrupt_journal_is_reported_and_left_untouched(tmp_path: Path) -> None:
 
 HOLDER = """
 import sys
+from dataclasses import replace
 from pathlib import Path
 from runflow_tail.journal.lock import StateDirLock
 StateDirLock(Path(sys.argv[1])).acquire()
@@ -519,3 +550,16 @@ def test_unusable_state_directory_is_a_state_error(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(StateError, match=r"state\.dir"):
         StateDirLock(blocker / "state").acquire()
+
+
+def test_saving_health_never_moves_a_recorded_watermark(store: JournalStore) -> None:
+    """A stream's problem recorded from an older state (noted while a newer page was
+    committing) leaves the newer watermark and cursor as they are."""
+    older = CursorState(fingerprint="fp", watermark=T0)
+    commit(
+        store, "s", rows("a", ts=T0 + 5 * S), CursorState(fingerprint="fp", watermark=T0 + 5 * S)
+    )
+    store.save_cursor("s", replace(older, health_error="429 from the API"), health_only=True)
+    stored = store.load_cursor("s")
+    assert stored is not None
+    assert stored.watermark == T0 + 5 * S and stored.health_error == "429 from the API"

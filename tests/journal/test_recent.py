@@ -30,9 +30,14 @@ STREAMS = ("a", "b")
 
 
 def page(*ids: str) -> list[tuple[str, int, bytes]]:
+    # An entry's timestamp is its own, whatever page brings it again.
     return [
-        (entry_id, T0 + n, f'{{"id":"{entry_id}","n":{n}}}'.encode())
-        for n, entry_id in enumerate(ids)
+        (
+            entry_id,
+            T0 + int.from_bytes(entry_id.encode()[:6], "big"),
+            f'{{"id":"{entry_id}"}}'.encode(),
+        )
+        for entry_id in ids
     ]
 
 

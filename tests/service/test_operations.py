@@ -280,9 +280,12 @@ def test_the_dockerfile_entrypoint_runs_configured_by_environment_only(
     sandbox_thread: SandboxThread, tmp_path: Path
 ) -> None:
     """The image's ENTRYPOINT and ENV, with the compose file's variables: it delivers, its
-    HEALTHCHECK command says ready, and SIGTERM (what `docker stop` sends) exits 0."""
-    entrypoint, image_env, healthcheck = _dockerfile()
-    assert entrypoint[:2] == ["runflow-tail", "run"] and healthcheck == ["runflow-tail", "health"]
+    HEALTHCHECK (liveness) and `runflow-tail health` (readiness) say so, and SIGTERM (what
+    `docker stop` sends) exits 0, after which the HEALTHCHECK fails."""
+    entrypoint, image_env, image_check = _dockerfile()
+    assert entrypoint[:2] == ["runflow-tail", "run"]
+    assert image_check == ["python", "-I", "-S", "/opt/runflow-tail/healthz.py"]
+    healthcheck = [sys.executable, "-I", "-S", str(ROOT / "deploy/docker/healthz.py")]
     output = tmp_path / "logs" / "runflow.jsonl"
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -302,11 +305,15 @@ def test_the_dockerfile_entrypoint_runs_configured_by_environment_only(
     daemon = subprocess.Popen(entrypoint, env=env, stderr=subprocess.DEVNULL)
     try:
         wait_for_sync(lambda: count_lines(output) >= 40)
-        health = subprocess.run(healthcheck, env=env, capture_output=True, text=True, timeout=30)
-        assert health.returncode == 0, health.stdout + health.stderr
+        alive = subprocess.run(healthcheck, env=env, capture_output=True, text=True, timeout=30)
+        assert alive.returncode == 0, alive.stdout + alive.stderr
+        ready = subprocess.run(
+            ["runflow-tail", "health"], env=env, capture_output=True, text=True, timeout=30
+        )
+        assert ready.returncode == 0, ready.stdout + ready.stderr
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=10) == 0
     finally:
         daemon.kill()
     down = subprocess.run(healthcheck, env=env, capture_output=True, text=True, timeout=30)
-    assert down.returncode == 1 and "not reachable" in down.stderr
+    assert down.returncode == 1 and "runflow-tail is not answering on" in down.stderr

@@ -53,6 +53,14 @@ async def test_each_entry_is_a_create_with_its_id_and_timestamp() -> None:
     assert document == json.loads(entries[0].raw)
 
 
+async def test_a_stream_name_with_capitals_still_makes_a_valid_index() -> None:
+    """Index names are lowercase only: {stream} of a stream called Prod fills in prod."""
+    entries = make_entries(2, stream="Prod")
+    with running_elasticsearch() as fake:
+        await _send(fake, entries, index="logs-{stream}")
+    assert sorted(fake.documents) == [("logs-prod", "e-1"), ("logs-prod", "e-2")]
+
+
 async def test_a_resent_batch_adds_no_duplicates() -> None:
     """The same batch twice: the second is all 409 conflicts, which count as delivered."""
     entries = make_entries(4)

@@ -130,6 +130,9 @@ async def test_every_other_status_dead_letters_with_the_receivers_message(status
         await sink.aclose()
     assert not isinstance(caught.value, SinkPartiallyRejectedError)
     assert f"HTTP {status}: log record too big" in str(caught.value)
+    # Only a 413 gets the advice to send smaller batches (read from the status, not the text).
+    assert ("lower [sinks.NAME.batch]" in str(caught.value)) == (status == 413)
+    assert caught.value.status == status
 
 
 async def test_a_partial_success_counts_the_rejected_records() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runflow_tail.errors import SinkRetryableError
+from runflow_tail.errors import SinkPartiallyRejectedError, SinkRetryableError
 from runflow_tail.models import Entry
 from runflow_tail.sandbox import SandboxHandle
 from runflow_tail.sinks.syslog import SyslogFormatter, SyslogSinkConfig
@@ -105,6 +105,24 @@ async def test_structured_data_is_escaped_and_the_whole_entry_can_be_the_body(
     record = rsyslog.records()[0]
     assert 'run_id="r\\"1\\\\\\]x"' in record["sd"]
     assert record["msg"] == entries[0].raw.decode()
+
+
+async def test_an_entry_too_long_for_a_whole_entry_body_is_refused_not_cut(
+    rsyslog: Rsyslog,
+) -> None:
+    """body = "entry": an entry longer than max_message_bytes is refused alone (cut JSON is
+    no entry), the others of its batch arrive whole."""
+    small, big = make_entries(1), make_entries(1, first_seq=2, message="x" * 1000)
+    sink = _config(rsyslog, "tcp", body="entry", max_message_bytes=600).build("syslog")
+    try:
+        with pytest.raises(SinkPartiallyRejectedError) as refused:
+            await sink.send([*small, *big])
+    finally:
+        await sink.aclose()
+    assert [entry.id for entry in refused.value.rejected] == ["e-2"]
+    assert refused.value.accepted == 1
+    await wait_for(lambda: len(rsyslog.records()) >= 1, timeout=20)
+    assert [record["msg"] for record in rsyslog.records()] == [small[0].raw.decode()]
 
 
 async def test_a_restarted_receiver_is_reconnected_to(rsyslog: Rsyslog) -> None:

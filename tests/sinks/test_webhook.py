@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import subprocess
 import sys
@@ -12,10 +13,17 @@ from typing import Any
 import pytest
 import standardwebhooks
 from pydantic import SecretStr
+from runflow_tail.errors import SinkRetryableError
 from runflow_tail.sandbox import SandboxHandle
+from runflow_tail.sinks._http import MAX_ANSWER_BYTES
 from runflow_tail.sinks.file import FileSinkConfig
 from runflow_tail.sinks.webhook import WebhookSinkConfig
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
+from tests.support.destinations import make_entries
 from tests.support.harness import (
     count_lines,
     read_jsonl,
@@ -23,7 +31,7 @@ from tests.support.harness import (
     sandbox_ids,
     settings_for,
 )
-from tests.support.receivers import Receiver, running_receiver
+from tests.support.receivers import Receiver, running_receiver, serving
 
 # Whole-precision timestamps: entries generated later never sort before earlier ones.
 pytestmark = [pytest.mark.anyio, pytest.mark.sandbox_options(timestamp_style="z")]
@@ -224,3 +232,45 @@ async def test_concurrent_parts_arrive_complete_with_distinct_keys(
     assert len({r.headers["idempotency-key"] for r in receiver.delivered()}) == len(
         receiver.delivered()
     )
+
+
+def _answering(body: bytes, **headers: str) -> Starlette:
+    async def endpoint(_request: Request) -> Response:
+        return Response(body, status_code=200, headers=headers)
+
+    return Starlette(routes=[Route("/", endpoint, methods=["POST"])])
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        pytest.param(b"x" * (MAX_ANSWER_BYTES + 1), {}, id="plain"),
+        # 64 MiB of zeros in ~64 KB: only the decoded size tells.
+        pytest.param(
+            gzip.compress(b"\0" * (4 * MAX_ANSWER_BYTES)), {"content-encoding": "gzip"}, id="gzip"
+        ),
+    ],
+)
+async def test_an_answer_past_the_bound_is_not_read_and_the_batch_is_sent_again(
+    body: bytes, headers: dict[str, str]
+) -> None:
+    """A destination answering 2xx with more than MAX_ANSWER_BYTES (decoded) does not get
+    the daemon's memory: reading stops at the bound and the batch counts as not delivered,
+    with an error naming the bound."""
+    with serving(_answering(body, **headers)) as url:
+        sink = _webhook(url + "/").build("hook")
+        try:
+            with pytest.raises(SinkRetryableError, match="more than 16,777,216 bytes"):
+                await sink.send(make_entries(3))
+        finally:
+            await sink.aclose()
+
+
+async def test_an_answer_within_the_bound_delivers() -> None:
+    """The bound leaves an ordinary (or merely large) answer alone."""
+    with serving(_answering(b"ok" * 1000, **{"content-encoding": "identity"})) as url:
+        sink = _webhook(url + "/").build("hook")
+        try:
+            await sink.send(make_entries(3))
+        finally:
+            await sink.aclose()

@@ -4,19 +4,17 @@ receiver plays Slack, Discord, PagerDuty and a webhook."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 from runflow_tail.alerts.engine import AlertEngine
 from runflow_tail.config.model import Settings
 from runflow_tail.sandbox import SandboxHandle
-from runflow_tail.service.daemon import Daemon, RunOptions
+from runflow_tail.service.daemon import Daemon
 from runflow_tail.times import NS_PER_SECOND, format_instant, now_ns
 
-from tests.support.harness import settings_for
+from tests.support.harness import DaemonCondition, run_daemon_until, settings_for
 from tests.support.receivers import AlertReceiver
 
 ROUTING_KEY = "R0123456789abcdef0123456789abcde"
@@ -55,25 +53,11 @@ def alert_settings(
     return Settings.model_validate({**data, "sinks": destination_sinks(receiver), "alerts": rules})
 
 
-Condition = Callable[[Daemon], bool | Awaitable[bool]]
-
-
-async def run_until(settings: Settings, condition: Condition, *, timeout: float = 20) -> Daemon:
+async def run_until(
+    settings: Settings, condition: DaemonCondition, *, timeout: float = 20
+) -> Daemon:
     """Run the daemon in-process until ``condition(daemon)`` holds, then stop it."""
-    assert settings.state.dir is not None
-    daemon = Daemon(settings, settings.state.dir, RunOptions(handle_signals=False))
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(daemon.run)
-        try:
-            with anyio.fail_after(timeout):
-                while True:
-                    held = condition(daemon)
-                    if held if isinstance(held, bool) else await held:
-                        break
-                    await anyio.sleep(0.05)
-        finally:
-            daemon.request_stop("test done")
-    return daemon
+    return await run_daemon_until(settings, condition, timeout=timeout)
 
 
 async def settled(daemon: Daemon) -> bool:

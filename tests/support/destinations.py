@@ -94,6 +94,10 @@ class ElasticsearchFake:
       "Data streams"): a document without it fails with 400 ``document_parsing_exception``.
     - Overload: items fail with 429 ``es_rejected_execution_exception`` (reference,
       "Bulk API" - "retry ... 429"), or the whole request answers 429.
+    - Index names must be lowercase and hold none of the characters ``/ * ? " < > | , #``,
+      a backslash or a space
+      (reference, "Create index API" - "Index names must meet the following criteria"):
+      an item for another name fails with 400 ``invalid_index_name_exception``.
     """
 
     documents: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
@@ -132,6 +136,13 @@ class ElasticsearchFake:
     def _create(self, action: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
         index, doc_id = action["_index"], action["_id"]
         result: dict[str, Any] = {"_index": index, "_id": doc_id}
+        if index != index.lower() or any(c in index for c in '\\/*?"<>|, #'):
+            reason = f"Invalid index name [{index}], must be lowercase"
+            return {
+                **result,
+                "status": 400,
+                "error": {"type": "invalid_index_name_exception", "reason": reason},
+            }
         queued = self.item_failures.get(doc_id)
         if queued:
             status, kind, reason = queued.pop(0)

@@ -4,13 +4,15 @@ subprocess, and reading what the sinks wrote."""
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,14 @@ from runflow_tail.sinks.file import FileSinkConfig
 
 DEADLINE = 60.0
 REPO = Path(__file__).resolve().parents[2]
+
+
+@contextlib.contextmanager
+def refused_port() -> Iterator[int]:
+    """A loopback port that refuses connections for as long as the block runs."""
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        yield bound.getsockname()[1]
 
 
 def run_cli(
@@ -146,16 +156,30 @@ def wait_for_sync(condition: Callable[[], bool], *, timeout: float = DEADLINE) -
         time.sleep(0.05)
 
 
+DaemonCondition = Callable[[Daemon], bool | Awaitable[bool]]
+
+
 async def run_daemon_until(
-    settings: Settings, condition: Callable[[], bool], *, timeout: float = DEADLINE
+    settings: Settings,
+    condition: Callable[[], bool] | DaemonCondition,
+    *,
+    timeout: float = DEADLINE,
 ) -> Daemon:
-    """Run the daemon in this event loop until ``condition`` holds, then stop it gracefully."""
+    """Run the daemon in this event loop until ``condition`` holds, then stop it gracefully;
+    ``condition`` may take the daemon and may be a coroutine function. An error the daemon
+    raises fails the test."""
     assert settings.state.dir is not None
     daemon = Daemon(settings, settings.state.dir, RunOptions(handle_signals=False))
+    wants_daemon = len(inspect.signature(condition).parameters) == 1
     async with anyio.create_task_group() as tg:
         tg.start_soon(daemon.run)
         try:
-            await wait_for(condition, timeout=timeout)
+            with anyio.fail_after(timeout):
+                while True:
+                    held = condition(daemon) if wants_daemon else condition()  # type: ignore[call-arg]
+                    if held if isinstance(held, bool) else await held:
+                        break
+                    await anyio.sleep(0.05)
         finally:
             daemon.request_stop("test done")
     return daemon

@@ -54,7 +54,7 @@ from runflow_tail.config.alerts import ALERT_ENGINE_CONSUMER, AlertRule, alert_s
 from runflow_tail.config.model import Settings
 from runflow_tail.dotted import lookup
 from runflow_tail.journal import Journal
-from runflow_tail.models import Entry
+from runflow_tail.models import Entry, EntryUndecodable
 from runflow_tail.observability import get_logger
 from runflow_tail.run_object import with_derived
 from runflow_tail.times import NS_PER_SECOND
@@ -222,6 +222,20 @@ class AlertEngine:
         output = _Output.empty()
         for entry in batch:
             self._high_water_ns = max(self._high_water_ns, entry.timestamp_ns)
+            try:
+                entry.data()
+            except EntryUndecodable as exc:
+                # No rule can judge it; it stays in the journal for the sinks that ship
+                # bytes, and the next entries are judged as usual.
+                log.warning(
+                    "alerts.entry_undecodable",
+                    id=entry.id,
+                    seq=entry.seq,
+                    stream=entry.stream,
+                    reason=exc.reason,
+                    action="no rule evaluates it; evaluation goes on",
+                )
+                continue
             for rule in self._rules:
                 if entry.stream in rule.streams and rule.first_sight(entry.id):
                     await self._evaluate(rule, entry, output)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
-from runflow_tail.models import FrozenModel, PositiveDuration
+from runflow_tail.models import ByteSize, FrozenModel, PositiveDuration
 
 DEFAULT_BASE_URL = "https://api.runflow.io"
+DEFAULT_REQUEST_DEADLINE = 120.0
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 
 class ApiSettings(FrozenModel):
@@ -18,11 +21,26 @@ class ApiSettings(FrozenModel):
     api_key_file: Path | None = None
     organization_id: str | None = None
     timeout: PositiveDuration = 30.0
+    """Longest wait for any one step of a request (connecting, each read)."""
+    request_deadline: PositiveDuration = DEFAULT_REQUEST_DEADLINE
+    """Longest a whole request may take, answer included (a trickling API is cut off)."""
+    max_response_bytes: ByteSize = DEFAULT_MAX_RESPONSE_BYTES
+    """Largest answer read (a page of 500 entries with their runs is a few MB)."""
     max_requests_per_second: float = Field(5.0, gt=0, le=1000)
     backoff_initial: PositiveDuration = 1.0
     backoff_max: PositiveDuration = 32.0
     config_error_retry_interval: PositiveDuration = 300.0
     """How often to retry after the API said the config is wrong (401/403/404/400)."""
+
+    @property
+    def shown_url(self) -> str:
+        """The base URL for messages: where requests go, without any user:password@."""
+        parts = urlsplit(self.base_url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{host}{port}{parts.path}"
 
     @field_validator("base_url")
     @classmethod

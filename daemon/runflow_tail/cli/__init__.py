@@ -2,7 +2,8 @@
 
 Exit codes: 0 ok; 1 unexpected failure; 2 usage or configuration error; 3 state
 directory problem (locked, unreadable journal); 4 the Runflow API refused the request
-(bad key, filter or run). No expected error ends in a Python traceback.
+(bad key, filter or run), or a one-shot tail got no good answer from it in time. No expected
+error ends in a Python traceback.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from runflow_tail.cli import (
 )
 from runflow_tail.cli._common import Parser, common_options
 from runflow_tail.errors import EXIT_CONFIG, EXIT_OK, ConfigError, RunflowTailError
+from runflow_tail.observability import redact
 from runflow_tail.version import __version__
 
 EPILOG = """\
@@ -33,7 +35,8 @@ exit codes: 0 ok, 1 unexpected failure, 2 usage or configuration error,
 
 Configuration: --config FILE (or RUNFLOW_TAIL_CONFIG), then RUNFLOW_TAIL_* environment
 variables (RUNFLOW_TAIL_API__TIMEOUT=10s), then flags. The API key comes from
-RUNFLOW_API_KEY, api.api_key_file, or systemd's $CREDENTIALS_DIRECTORY/runflow_api_key.
+RUNFLOW_API_KEY, api.api_key_file, or systemd's $CREDENTIALS_DIRECTORY/runflow_api_key;
+the API's URL from --api-url, RUNFLOW_API_URL or api.base_url (default https://api.runflow.io).
 """
 COMMANDS = (run, check_config, sandbox, demo, health, checkpoint, cluster, replay, tail, alerts)
 """In the order ``runflow-tail --help`` lists them."""
@@ -45,7 +48,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Tail Runflow run logs into stdout, files, webhooks and alerts: "
         "durably, exactly once, in order.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"runflow-tail {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -75,9 +77,9 @@ def _print_error(exc: RunflowTailError) -> None:
     if isinstance(exc, ConfigError):
         print("runflow-tail: configuration problems:", file=sys.stderr)
         for problem in exc.problems:
-            print(f"  - {problem}", file=sys.stderr)
+            print(f"  - {redact(problem)}", file=sys.stderr)
     else:
-        print(f"runflow-tail: {exc}", file=sys.stderr)
+        print(f"runflow-tail: {redact(str(exc))}", file=sys.stderr)
 
 
 __all__ = ["build_parser", "main"]

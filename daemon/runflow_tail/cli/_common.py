@@ -10,21 +10,68 @@ from typing import Any
 
 from runflow_tail.config.load import environ_snapshot, load_settings
 from runflow_tail.config.model import Settings
+from runflow_tail.config.secrets import secret_values
 from runflow_tail.errors import EXIT_CONFIG, ConfigError
 from runflow_tail.journal import JOURNAL_NAME, JournalStore, OperatorStore
-from runflow_tail.observability import LogFormat, LogLevel, configure_logging
+from runflow_tail.observability import LogFormat, LogLevel, configure_logging, register_secrets
 from runflow_tail.service.state import open_shared_store
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
+_LEAF = "_runflow_tail_parser"
+"""Where a (sub)command's parser leaves itself in the namespace, for usage errors."""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """One source for help: each option's default is shown from the ``add_argument`` call
+    that sets it, so the text cannot drift from the behaviour. Paragraphs are wrapped;
+    text with line breaks (examples) is kept as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text.strip():
+            return super()._fill_text(text, width, indent)
+        return argparse.HelpFormatter._fill_text(self, text, width, indent)
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        shown = (
+            default not in (None, False, argparse.SUPPRESS)
+            and "default" not in text
+            and (action.option_strings or action.nargs in (argparse.OPTIONAL, "*"))
+        )
+        return f"{text} (default: %(default)s)" if shown else action.help
 
 
 class Parser(argparse.ArgumentParser):
-    """Usage errors exit 2 with one line and a hint, like every other config error."""
+    """Usage errors exit 2 with one line and the usage of the command that was typed (not
+    the top level's), like every other config error."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> Any:
         self.print_usage(sys.stderr)
         self.exit(EXIT_CONFIG, f"{self.prog}: error: {message}\n")
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Any = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        # The innermost command parses last and names itself first; its parents keep that.
+        if not hasattr(parsed, _LEAF):
+            setattr(parsed, _LEAF, self)
+        return parsed, extras
+
+    def parse_args(  # type: ignore[override]
+        self, args: Any = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        leaf: argparse.ArgumentParser = vars(parsed).pop(_LEAF, self)
+        if extras:
+            leaf.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
 
 
 def common_options(*, with_config: bool = True) -> Parser:
@@ -41,7 +88,8 @@ def common_options(*, with_config: bool = True) -> Parser:
     common.add_argument(
         "--log-level",
         choices=LOG_LEVELS,
-        help="log verbosity (default: info, or log.level)",
+        help="log verbosity (default: the config's log.level, else info; demo and a "
+        "following tail: warning, a one-shot tail: error)",
     )
     common.add_argument(
         "--log-format",
@@ -50,6 +98,28 @@ def common_options(*, with_config: bool = True) -> Parser:
         "console on a TTY, JSON otherwise)",
     )
     return common
+
+
+def add_api_url(parser: argparse.ArgumentParser) -> None:
+    """``--api-url``: the commands that talk to the Runflow API."""
+    parser.add_argument(
+        "--api-url",
+        metavar="URL",
+        help="the Runflow API's base URL (default: api.base_url, else $RUNFLOW_API_URL, "
+        "else https://api.runflow.io); e.g. http://127.0.0.1:8080 for the sandbox",
+    )
+
+
+def add_max_requests_per_second(parser: argparse.ArgumentParser) -> None:
+    """``--max-requests-per-second``: a faster (or gentler) rate for this process only."""
+    parser.add_argument(
+        "--max-requests-per-second",
+        type=float,
+        metavar="RATE",
+        help="requests per second to the API for this process only, e.g. 50 to drain a "
+        "backlog faster; the limit is per organization and shared with your other clients "
+        "(default: api.max_requests_per_second, else 5)",
+    )
 
 
 def load_settings_for(
@@ -66,12 +136,20 @@ def load_settings_for(
         overrides["log"] = log_overrides
     if getattr(args, "state_dir", None) is not None:
         overrides["state"] = {"dir": str(args.state_dir)}
-    return load_settings(
+    if getattr(args, "api_url", None) is not None:
+        overrides["api"] = {**overrides.get("api", {}), "base_url": args.api_url}
+    if getattr(args, "max_requests_per_second", None) is not None:
+        rate = args.max_requests_per_second
+        overrides["api"] = {**overrides.get("api", {}), "max_requests_per_second": rate}
+    settings = load_settings(
         config_file=getattr(args, "config", None),
         environ=environ_snapshot(),
         overrides=overrides,
         require_api_key=require_api_key,
     )
+    # Before anything can log or fail: every secret is masked wherever text leaves.
+    register_secrets(secret_values(settings))
+    return settings
 
 
 def configure_logging_for(

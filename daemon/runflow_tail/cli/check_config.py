@@ -15,7 +15,8 @@ import msgspec
 
 from runflow_tail.alerts.field_watch import describe_missing
 from runflow_tail.api.client import RunflowClient
-from runflow_tail.cli._common import configure_logging_for, load_settings_for
+from runflow_tail.cli._common import add_api_url, configure_logging_for, load_settings_for
+from runflow_tail.config.load import no_key_message
 from runflow_tail.config.model import Settings
 from runflow_tail.errors import EXIT_OK, ApiError, ConfigError
 from runflow_tail.filters import parse_filter
@@ -31,8 +32,10 @@ def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="validate the configuration (offline)",
         description="Print every configuration problem and exit 2, or print the resolved "
-        "configuration (secrets masked) and exit 0.",
+        "configuration (secrets masked) and exit 0. Offline, a missing API key is a "
+        "warning (the daemon will need one); with --online it is a problem.",
     )
+    add_api_url(check)
     check.add_argument(
         "--online",
         action="store_true",
@@ -43,7 +46,9 @@ def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    settings = load_settings_for(args)
+    # Offline, everything but the key can be checked without one: a file about to be
+    # installed is often checked before its key exists.
+    settings = load_settings_for(args, require_api_key=args.online)
     plugin_problems = registry.discover().problems
     if plugin_problems:
         raise ConfigError(list(plugin_problems))
@@ -56,6 +61,11 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
             print(f"warning: {warning}", file=sys.stderr)
         if problems:
             raise ConfigError(problems)
+    if settings.api.api_key is None and settings.api.api_key_file is None:
+        print(
+            f"warning: {no_key_message()} (`run` and `check-config --online` need one)",
+            file=sys.stderr,
+        )
     resolved = settings.model_dump(mode="json")
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(resolved), indent=2).decode() + "\n")
     print("configuration OK", file=sys.stderr)

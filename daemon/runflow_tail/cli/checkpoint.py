@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from runflow_tail.cli._common import load_settings_for, open_journal_store
+from runflow_tail.cli._terminal import isatty, table
 from runflow_tail.config.model import Settings
 from runflow_tail.errors import EXIT_OK, ConfigError, StateLocked
 from runflow_tail.journal import JOURNAL_NAME, OperatorStore, StateDirLock
@@ -48,7 +49,7 @@ def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
         description="Resume polling STREAM from TIMESTAMP (entries before it are not fetched). "
         "Entries the journal still holds are not delivered twice; to re-send, use replay.",
     )
-    move.add_argument("--stream", required=True)
+    move.add_argument("--stream", required=True, help="the stream's name ([[streams]] name)")
     move.add_argument("--to", required=True, metavar="TIMESTAMP", help="RFC 3339 timestamp")
     move.set_defaults(handler=_cmd_set)
     reset = actions.add_parser(
@@ -59,7 +60,7 @@ def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
         "the whole journal aside (the way out of an unreadable journal).",
     )
     target = reset.add_mutually_exclusive_group(required=True)
-    target.add_argument("--stream")
+    target.add_argument("--stream", help="forget this stream's checkpoint")
     target.add_argument("--all", action="store_true", help="move the journal file aside")
     reset.set_defaults(handler=_cmd_reset)
 
@@ -112,36 +113,96 @@ def _print(snapshot: dict[str, Any], *, as_json: bool) -> None:
     if as_json:
         sys.stdout.write(msgspec.json.encode(snapshot).decode() + "\n")
         return
+    # A person at a terminal gets tables; a pipe keeps the line-per-item text scripts read.
+    print(render_tables(snapshot) if isatty(sys.stdout) else render_plain(snapshot))
+
+
+def _heading(snapshot: dict[str, Any]) -> str:
     running = "running" if snapshot["daemon_running"] else "not running"
     if "cluster" in snapshot:
         live = sum(1 for member in snapshot["cluster"]["members"] if member["live"])
         running = f"{live} member(s) running"
     else:
         running = f"daemon {running}"
-    print(
+    return (
         f"state {snapshot['state_dir']} ({running}); journal: "
         f"{snapshot['journal_entries']} entries, {snapshot['journal_bytes']} bytes"
     )
-    print("streams:")
+
+
+def render_plain(snapshot: dict[str, Any]) -> str:
+    lines = [_heading(snapshot), "streams:"]
     for s in snapshot["streams"]:
         health = "ok" if s["healthy"] else f"UNHEALTHY: {s['problem']}"
         where = f" on {s['member'] or 'no member'}" if "member" in s else ""
-        print(f"  {s['stream']:<16} {health}{where}")
-        print(f"    strategy={s['strategy']} watermark={s['watermark']} lag={s['lag_seconds']}s")
+        lines.append(f"  {s['stream']:<16} {health}{where}")
+        lines.append(
+            f"    strategy={s['strategy']} watermark={s['watermark']} lag={s['lag_seconds']}s"
+        )
         if s["api_cursor"]:
-            print(f"    api_cursor={s['api_cursor']}")
-    print("sinks:")
+            lines.append(f"    api_cursor={s['api_cursor']}")
+    lines.append("sinks:")
     for k in snapshot["sinks"]:
         where = f" member={k['member'] or '-'}" if "member" in k else ""
-        print(
+        lines.append(
             f"  {k['sink']:<16} offset={k['offset']} backlog={k['backlog']} "
             f"dead_letters={k['dead_letters']} streams={','.join(k['streams'])}{where}"
         )
     problems = snapshot.get("alert_problems") or []
     if problems:
-        print("alert rules:")
+        lines.append("alert rules:")
     for problem in problems:
-        print(f"  {problem['rule']:<16} PROBLEM: {problem['problem']}")
+        lines.append(f"  {problem['rule']:<16} PROBLEM: {problem['problem']}")
+    return "\n".join(lines)
+
+
+def render_tables(snapshot: dict[str, Any]) -> str:
+    streams = snapshot["streams"]
+    # With the PostgreSQL state, each stream and sink shows the member that holds it.
+    shared = "cluster" in snapshot
+    member = ("member",) if shared else ()
+    parts = [_heading(snapshot), ""]
+    parts.append(
+        table(
+            ("stream", "health", "strategy", "watermark", "lag s", *member),
+            [
+                (
+                    s["stream"],
+                    "ok" if s["healthy"] else "UNHEALTHY",
+                    s["strategy"],
+                    s["watermark"],
+                    s["lag_seconds"],
+                    *((s.get("member"),) if shared else ()),
+                )
+                for s in streams
+            ],
+        )
+    )
+    parts += ["", _sinks_table(snapshot["sinks"], shared)]
+    problems = [f"stream {s['stream']}: {s['problem']}" for s in streams if not s["healthy"]]
+    problems += [
+        f"alert rule {p['rule']}: {p['problem']}" for p in snapshot.get("alert_problems") or ()
+    ]
+    if problems:
+        parts += ["", "problems:", *(f"  {problem}" for problem in problems)]
+    return "\n".join(parts)
+
+
+def _sinks_table(sinks: list[dict[str, Any]], shared: bool) -> str:
+    return table(
+        ("sink", "offset", "backlog", "dead letters", "streams", *(("member",) if shared else ())),
+        [
+            (
+                k["sink"],
+                k["offset"],
+                k["backlog"],
+                k["dead_letters"],
+                ",".join(k["streams"]),
+                *((k.get("member"),) if shared else ()),
+            )
+            for k in sinks
+        ],
+    )
 
 
 def _lock(state_dir: Path) -> StateDirLock:

@@ -24,7 +24,9 @@ def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
     health.add_argument(
         "--url", help="the readiness URL (default: http://<server.listen>/readyz from the config)"
     )
-    health.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (5)")
+    health.add_argument(
+        "--timeout", type=float, default=5.0, metavar="SECONDS", help="seconds to wait"
+    )
     health.set_defaults(handler=_cmd_health)
 
 

@@ -9,9 +9,11 @@ from typing import Any
 import anyio
 
 from runflow_tail.cli._common import configure_logging_for, load_settings_for, open_journal_store
+from runflow_tail.cli._terminal import Progress
 from runflow_tail.config.model import Settings
 from runflow_tail.delivery.replay import replay_dead_letters, replay_range
 from runflow_tail.errors import EXIT_OK, ConfigError
+from runflow_tail.models import Entry
 from runflow_tail.times import TimeValueError, format_instant, parse_instant
 
 
@@ -52,12 +54,30 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return anyio.run(_range, settings, args.sink, start, end)
 
 
+def _show_progress(bar: Progress, start: int | None, end: int | None) -> Any:
+    """On a terminal, how far a replay has got: entries sent and the time reached (with the
+    share of the range behind it when the range has an end)."""
+
+    def show(sent: int, last: Entry) -> None:
+        share = ""
+        if start is not None and end is not None and end > start:
+            share = f" ({min(1.0, (last.timestamp_ns - start) / (end - start)):.0%})"
+        reached = format_instant(last.timestamp_ns, digits=0)
+        bar.show(f"replaying: {sent:,} entries sent, up to {reached}{share}")
+
+    return show
+
+
 async def _dead_letters(settings: Settings, sink_name: str) -> int:
     store = await anyio.to_thread.run_sync(open_journal_store, settings)
     sink = settings.sinks[sink_name].build(f"{sink_name}.replay")
+    bar = Progress()
     try:
-        letters, sent = await replay_dead_letters(store, sink, sink_name)
+        letters, sent = await replay_dead_letters(
+            store, sink, sink_name, progress=_show_progress(bar, None, None)
+        )
     finally:
+        bar.clear()
         await sink.aclose()
         await anyio.to_thread.run_sync(store.close)
     print(f"replayed {letters} dead letter(s), {sent} entries, to {sink_name}")
@@ -68,10 +88,21 @@ async def _range(settings: Settings, sink_name: str, start: int, end: int | None
     config = settings.sinks[sink_name]
     store = await anyio.to_thread.run_sync(open_journal_store, settings)
     sink = config.build(f"{sink_name}.replay-{int(time.time())}")
+    bar = Progress()
     try:
         streams = settings.streams_for_sink(sink_name)
-        sent = await replay_range(store, sink, config, streams, start, end)
+        sent = await replay_range(
+            store,
+            sink,
+            sink_name,
+            config,
+            streams,
+            start,
+            end,
+            progress=_show_progress(bar, start, end),
+        )
     finally:
+        bar.clear()
         await sink.aclose()
         await anyio.to_thread.run_sync(store.close)
     until = f" until {format_instant(end)}" if end is not None else ""

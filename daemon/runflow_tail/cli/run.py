@@ -8,7 +8,12 @@ from typing import Any
 
 import anyio
 
-from runflow_tail.cli._common import configure_logging_for, load_settings_for
+from runflow_tail.cli._common import (
+    add_api_url,
+    add_max_requests_per_second,
+    configure_logging_for,
+    load_settings_for,
+)
 from runflow_tail.config.load import environ_snapshot
 from runflow_tail.errors import EXIT_OK
 from runflow_tail.service.daemon import Daemon, RunOptions
@@ -24,7 +29,9 @@ def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
         "until SIGTERM/SIGINT (graceful: finishes the batch in hand; a second signal stops "
         "at once). SIGHUP reloads the configuration (an invalid file keeps the running one).",
     )
-    run.add_argument("--state-dir", type=Path, help="override state.dir")
+    add_api_url(run)
+    add_max_requests_per_second(run)
+    run.add_argument("--state-dir", type=Path, metavar="DIR", help="override state.dir")
     run.set_defaults(handler=_cmd_run)
 
 

@@ -9,15 +9,10 @@ from typing import Any
 
 import anyio
 
+import runflow_tail.sandbox as simulator
 from runflow_tail.cli._common import common_options, configure_logging_for
 from runflow_tail.errors import EXIT_OK
-from runflow_tail.sandbox import (
-    SandboxHandle,
-    SandboxOptions,
-    add_sandbox_arguments,
-    options_from_arguments,
-    serve_sandbox,
-)
+from runflow_tail.sandbox import SandboxOptions, add_sandbox_arguments, options_from_arguments
 
 
 def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -29,7 +24,7 @@ def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
         "of runs, every documented variant and fault selectable by flags.",
     )
     sandbox.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    sandbox.add_argument("--port", type=int, default=8080, help="port (0 = any free port)")
+    sandbox.add_argument("--port", type=int, default=8080, help="port (0: any free port)")
     add_sandbox_arguments(sandbox)
     sandbox.set_defaults(handler=_cmd_sandbox)
 
@@ -42,11 +37,10 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
 
 async def _serve(options: SandboxOptions, host: str, port: int) -> None:
     async with anyio.create_task_group() as tg:
-        handle: SandboxHandle = await tg.start(_serve_task, options, host, port)
+        handle: simulator.SandboxHandle = await tg.start(_serve_task, options, host, port)
         print(
             f"Runflow sandbox listening on {handle.url}\n"
-            f"  export RUNFLOW_TAIL_API__BASE_URL={handle.url}\n"
-            f"  export RUNFLOW_API_KEY={handle.api_key}\n"
+            f"  export RUNFLOW_API_URL={handle.url} RUNFLOW_API_KEY={handle.api_key}\n"
             f"  control: {handle.url}/_sandbox/options, /_sandbox/stats, /_sandbox/entries\n"
             "Stop with Ctrl-C.",
             file=sys.stderr,
@@ -63,6 +57,6 @@ async def _serve_task(
     host: str,
     port: int,
     *,
-    task_status: anyio.abc.TaskStatus[SandboxHandle],
+    task_status: anyio.abc.TaskStatus[simulator.SandboxHandle],
 ) -> None:
-    await serve_sandbox(options, host=host, port=port, task_status=task_status)
+    await simulator.serve_sandbox(options, host=host, port=port, task_status=task_status)

@@ -3,7 +3,8 @@
 It runs the same poller, journal and stdout sink as the daemon, with a throw-away journal
 in a temporary directory: the same de-duplication and ordering, nothing left behind.
 Exit 0 on Ctrl-C, on a closed pipe (``| head``), after ``--until-idle``, or when a
-non-following tail has printed everything; exit 4 with one line when the API refuses.
+non-following tail has printed everything; exit 4 with one line when the API refuses, or
+when a non-following tail got no good answer for ``--give-up-after``.
 """
 
 from __future__ import annotations
@@ -13,32 +14,49 @@ import contextlib
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import anyio
 from pydantic import ValidationError
 
-from runflow_tail.cli._common import configure_logging_for, load_settings_for
+from runflow_tail.cli import _tail_watch as watch
+from runflow_tail.cli._common import (
+    add_api_url,
+    add_max_requests_per_second,
+    configure_logging_for,
+    load_settings_for,
+)
+from runflow_tail.cli._terminal import Progress, isatty
 from runflow_tail.config.load import environ_snapshot
 from runflow_tail.config.model import ServerSettings, Settings, StateSettings, StreamSettings
-from runflow_tail.errors import EXIT_OK, ConfigError
+from runflow_tail.config.problems import suggest
+from runflow_tail.errors import EXIT_OK, ApiError, ConfigError
 from runflow_tail.filters import FilterSyntaxError, parse_filter
 from runflow_tail.service.daemon import Daemon, RunOptions
 from runflow_tail.sinks.stdout import StdoutSinkConfig
 from runflow_tail.times import TimeValueError, format_instant, parse_duration, parse_instant
 
 DEFAULT_SINCE = "10m"
-DEFAULT_INTERVAL = 2.0
+DEFAULT_INTERVAL = "2s"
+DEFAULT_GIVE_UP = "20s"
+KNOWN_LEVELS = frozenset(
+    {"trace", "debug", "info", "notice", "warning", "warn", "error", "critical", "fatal"}
+    | {"alert", "emergency"}
+)
+"""Levels runflow-tail knows (the API leaves the set open): the usual ones and syslog's."""
 
 TAIL_EPILOG = """\
 examples:
   runflow-tail tail --since 1h --level error            errors of the last hour, then exit
   runflow-tail tail -f                                   follow every run of the organization
-  runflow-tail tail 0190b3a4-... -f --format json        one run, as JSON Lines
-  runflow-tail tail -f --query 'run.status_code:failed' --template '{timestamp} {message}'
+  runflow-tail tail RUN_ID -f --format json              one run, as JSON Lines
+  runflow-tail tail -f --query 'run.failure_code:NODE_TIMEOUT' --template '{timestamp} {message}'
   runflow-tail tail -f --until-idle 30s                  for scripts: stop after 30 s of quiet
+
+against the sandbox:
+  runflow-tail sandbox &
+  export RUNFLOW_API_URL=http://127.0.0.1:8080 RUNFLOW_API_KEY=rf_sandbox_0123456789abcdef
 """
 
 
@@ -49,29 +67,60 @@ def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
         help="print a run's (or every run's) log entries, and follow them",
         description="Print the entries of RUN_ID (default: every run, `any`) since --since, "
         "then exit, or keep following with -f. Uses the API settings of --config or the "
-        "environment (RUNFLOW_API_KEY alone is enough).",
+        "environment (RUNFLOW_API_KEY alone is enough; RUNFLOW_API_URL or --api-url for "
+        "another API, such as the sandbox).",
         epilog=TAIL_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     tail.add_argument("run_id", nargs="?", default="any", metavar="RUN_ID", help="a run id or any")
+    add_api_url(tail)
+    add_max_requests_per_second(tail)
     tail.add_argument("--query", "-q", default="", help="filter in the API's language (q)")
-    tail.add_argument("--level", help="only these levels, comma-separated (e.g. error,warning)")
     tail.add_argument(
-        "--since", default=DEFAULT_SINCE, help="start: a duration back (10m, 2h) or RFC 3339"
+        "--level",
+        help="only these levels, comma-separated (e.g. error,warning); for a level "
+        "runflow-tail does not know, filter with --query 'level_code:NAME'",
     )
-    tail.add_argument("--until", help="stop at this RFC 3339 timestamp (exclusive)")
+    tail.add_argument(
+        "--since",
+        default=DEFAULT_SINCE,
+        metavar="WHEN",
+        help="start: a duration back (10m, 2h) or an RFC 3339 time",
+    )
+    tail.add_argument("--until", metavar="WHEN", help="stop at this RFC 3339 timestamp (exclusive)")
     tail.add_argument("--follow", "-f", action="store_true", help="keep printing new entries")
     tail.add_argument(
-        "--interval", default=str(DEFAULT_INTERVAL), help="poll interval when following (2s)"
+        "--interval",
+        default=DEFAULT_INTERVAL,
+        metavar="DURATION",
+        help="poll interval when following",
     )
     tail.add_argument(
         "--until-idle", metavar="DURATION", help="exit 0 after this long with nothing new"
     )
     tail.add_argument(
-        "--format", choices=["pretty", "json", "logfmt", "template"], default="pretty"
+        "--give-up-after",
+        default=DEFAULT_GIVE_UP,
+        metavar="DURATION",
+        help="without -f: exit 4 when the API has not answered successfully for this long "
+        "(unreachable, timing out, failing); with -f it retries forever",
     )
-    tail.add_argument("--template", help="for --format template: '{timestamp} {message}'")
-    tail.add_argument("--fields", help="fields to fetch, comma-separated (default: the usual)")
+    tail.add_argument(
+        "--format",
+        choices=["pretty", "json", "logfmt", "template"],
+        default="pretty",
+        help="pretty: time, level, run, message and meta; json: each entry as received "
+        "(JSON Lines); logfmt; template: --template",
+    )
+    tail.add_argument(
+        "--template",
+        help="for --format template: '{timestamp} {level_code} {message}'; dotted fields "
+        "such as {run.failure_code} work when the field is fetched",
+    )
+    tail.add_argument(
+        "--fields",
+        help="fields to fetch, comma-separated (default: id,run_id,level_code,message,"
+        "timestamp,meta; add run for the run's fields, and its model name in pretty)",
+    )
     tail.add_argument("--no-color", action="store_true", help="no colors (also: NO_COLOR)")
     tail.add_argument("--utc", action="store_true", help="show times in UTC, not local time")
     tail.add_argument(
@@ -83,24 +132,40 @@ def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _cmd_tail(args: argparse.Namespace) -> int:
+    # A one-shot tail's stderr is for its one-line outcome; a follow also shows retries.
+    if args.log_level is None and not args.follow and args.until_idle is None:
+        args.log_level = "error"
     configure_logging_for(args, quiet=True)
-    base = load_settings_for(args)
     options = _TailOptions.from_args(args, no_color_env=bool(environ_snapshot().get("NO_COLOR")))
-    with tempfile.TemporaryDirectory(prefix="runflow-tail-") as state:
-        settings = options.settings(base, Path(state), no_color=args.no_color)
-        daemon = Daemon(
-            settings,
-            Path(state),
-            RunOptions(
-                grace_period=2.0,
-                stop_when_drained=not options.follow,
-                fatal_api_problems=True,
-                extra_tasks=options.watchers(),
-            ),
-        )
-        # An API refusal (bad key, filter or run, a cursor that never advances) ends the
-        # run as one line with exit 4, like every expected error (cli.main prints it).
-        anyio.run(daemon.run)
+    base = load_settings_for(args)
+    # Progress only when the entries go elsewhere: on a terminal they are the progress.
+    bar = Progress(enabled=isatty(sys.stderr) and not isatty(sys.stdout))
+    try:
+        with tempfile.TemporaryDirectory(prefix="runflow-tail-") as state:
+            settings = options.settings(base, Path(state), no_color=args.no_color)
+            daemon = Daemon(
+                settings,
+                Path(state),
+                RunOptions(
+                    grace_period=2.0,
+                    stop_when_drained=not options.follow,
+                    fatal_api_problems=True,
+                    extra_tasks=options.watchers(bar),
+                ),
+            )
+            # An API refusal (bad key, filter or run, a cursor that never advances) ends
+            # the run as one line with exit 4, like every expected error (cli.main prints
+            # it), naming the API it came from.
+            try:
+                anyio.run(daemon.run)
+            except ApiError as exc:
+                url = settings.api.shown_url
+                if url in str(exc):
+                    raise
+                raise ApiError(f"{url}: {exc}", status=exc.status) from None
+    finally:
+        bar.clear()
+    bar.done(f"{watch.delivered(daemon):,} entries in {bar.elapsed:.1f}s")
     if daemon.stop_reason == "output closed":
         _silence_stdout()
     return EXIT_OK
@@ -125,6 +190,7 @@ class _TailOptions:
         interval: float,
         until_idle: float | None,
         heartbeat: float | None,
+        give_up: float,
         stdout: StdoutSinkConfig,
         fields: tuple[str, ...] | None,
     ) -> None:
@@ -136,6 +202,7 @@ class _TailOptions:
         self.interval = interval
         self.until_idle = until_idle
         self.heartbeat = heartbeat
+        self.give_up = give_up
         self.stdout = stdout
         self.fields = fields
 
@@ -147,8 +214,10 @@ class _TailOptions:
             interval = _duration(args.interval)
             until_idle = _duration(args.until_idle) if args.until_idle else None
             heartbeat = _duration(args.heartbeat) if args.heartbeat else None
+            give_up = _duration(args.give_up_after)
         except (TimeValueError, ValueError) as exc:
             raise ConfigError(str(exc)) from None
+        levels = _levels(args.level)
         try:
             parse_filter(args.query)
         except FilterSyntaxError as exc:
@@ -167,13 +236,14 @@ class _TailOptions:
         fields = tuple(f.strip() for f in args.fields.split(",")) if args.fields else None
         return cls(
             run_id=args.run_id,
-            query=_combine(args.query, args.level),
+            query=_combine(args.query, levels),
             start_at=start_at,
             until_ns=until_ns,
             follow=args.follow,
             interval=interval,
             until_idle=until_idle,
             heartbeat=heartbeat,
+            give_up=give_up,
             stdout=stdout,
             fields=fields,
         )
@@ -203,14 +273,20 @@ class _TailOptions:
                 [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
             ) from None
 
-    def watchers(self) -> list[Any]:
-        watchers: list[Any] = []
+    def watchers(self, bar: Progress) -> list[watch.Watcher]:
+        watchers: list[watch.Watcher] = []
         if self.until_idle is not None:
-            watchers.append(_stop_when_idle(self.until_idle))
+            watchers.append(watch.stop_when_idle(self.until_idle))
         if self.heartbeat is not None:
-            watchers.append(_heartbeat(self.heartbeat))
+            watchers.append(watch.heartbeat(self.heartbeat))
         if self.until_ns is not None and self.follow:
-            watchers.append(_stop_past(self.until_ns))
+            watchers.append(watch.stop_past(self.until_ns))
+        if not self.follow:
+            watchers.append(watch.give_up_after(self.give_up))
+        if bar.enabled:
+            watchers.append(watch.progress(bar, give_up=None if self.follow else self.give_up))
+        elif not self.follow and isatty(sys.stderr):
+            watchers.append(watch.waiting_notice(self.give_up))
         return watchers
 
 
@@ -238,60 +314,23 @@ def _duration(text: str) -> float:
     return value
 
 
-def _combine(query: str, levels: str | None) -> str:
+def _levels(text: str | None) -> list[str]:
+    """``--level``: names runflow-tail knows, so a typo is an error rather than silence."""
+    # Runflow writes levels in lower case, and its filters compare case-sensitively.
+    names = [level.strip().lower() for level in (text or "").split(",") if level.strip()]
+    for name in names:
+        if name not in KNOWN_LEVELS:
+            hint = suggest(name, set(KNOWN_LEVELS))
+            raise ConfigError(
+                f"--level {name!r}: not a level runflow-tail knows{hint} "
+                f"(known: {', '.join(sorted(KNOWN_LEVELS))}); to filter on another level "
+                f"the API uses, give --query 'level_code:{name}'"
+            )
+    return names
+
+
+def _combine(query: str, levels: list[str]) -> str:
     parts = [f"({query})"] if query.strip() else []
     if levels:
-        names = [level.strip() for level in levels.split(",") if level.strip()]
-        parts.append("(" + " OR ".join(f"level_code:{name}" for name in names) + ")")
+        parts.append("(" + " OR ".join(f"level_code:{name}" for name in levels) + ")")
     return " AND ".join(parts)
-
-
-def _delivered(daemon: Daemon) -> int:
-    return sum(
-        delivery.health.delivered + delivery.health.filtered_out for delivery in daemon.deliveries
-    )
-
-
-def _stop_when_idle(seconds: float) -> Any:
-    async def watch(daemon: Daemon) -> None:
-        seen, quiet_since = _delivered(daemon), time.monotonic()
-        while True:
-            await anyio.sleep(min(0.2, seconds / 4))
-            count = _delivered(daemon)
-            if count != seen:
-                seen, quiet_since = count, time.monotonic()
-            elif time.monotonic() - quiet_since >= seconds:
-                daemon.request_stop("idle")
-                return
-
-    return watch
-
-
-def _heartbeat(seconds: float) -> Any:
-    async def watch(daemon: Daemon) -> None:
-        seen, quiet_since = _delivered(daemon), time.monotonic()
-        while True:
-            await anyio.sleep(seconds / 4)
-            count = _delivered(daemon)
-            if count != seen:
-                seen, quiet_since = count, time.monotonic()
-            elif time.monotonic() - quiet_since >= seconds:
-                stamp = time.strftime("%H:%M:%S")
-                print(f"[{stamp}] still following; nothing new for {seconds:g}s", file=sys.stderr)
-                quiet_since = time.monotonic()
-
-    return watch
-
-
-def _stop_past(until_ns: int) -> Any:
-    async def watch(daemon: Daemon) -> None:
-        while True:
-            await anyio.sleep(0.2)
-            marks = [p.health.watermark_ns for p in daemon.pollers]
-            if marks and all(m is not None and m >= until_ns for m in marks):
-                for poller in daemon.pollers:
-                    await poller.health.caught_up.wait()
-                daemon.request_stop("until reached")
-                return
-
-    return watch

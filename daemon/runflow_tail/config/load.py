@@ -20,7 +20,13 @@ from typing import Any
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import EnvSettingsSource
 
-from runflow_tail.config.model import CROSS_CHECK_ERROR, Settings, cross_check, settings_model
+from runflow_tail.config.model import (
+    CROSS_CHECK_ERROR,
+    Settings,
+    cross_check,
+    dotted_key,
+    settings_model,
+)
 from runflow_tail.config.problems import (
     MASK,
     MAY_HOLD_SECRETS,
@@ -38,6 +44,7 @@ ENV_PREFIX = "RUNFLOW_TAIL_"
 ENV_DELIMITER = "__"
 CONFIG_ENV = "RUNFLOW_TAIL_CONFIG"
 API_KEY_ENV = "RUNFLOW_API_KEY"
+API_URL_ENV = "RUNFLOW_API_URL"
 CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
 CREDENTIAL_NAME = "runflow_api_key"
 _NOT_SETTINGS = {CONFIG_ENV}
@@ -70,11 +77,14 @@ def load_settings(
         config_label = f"config file {config_file} (from {CONFIG_ENV})"
     file_data = _read_toml(config_file, config_label, problems) if config_file else {}
     env_data, env_names = _read_environment(environ, problems)
-    key_data: dict[str, Any] = {}
-    if environ.get(API_KEY_ENV) and not lookup(env_data, ("api", "api_key")):
-        key_data = {"api": {"api_key": environ[API_KEY_ENV]}}
-        env_names[("api", "api_key")] = API_KEY_ENV
-    env_layer = _merge(key_data, env_data)
+    # RUNFLOW_API_KEY (the variable the Runflow docs name) and RUNFLOW_API_URL beside it,
+    # below our own RUNFLOW_TAIL_API__* variables.
+    plain: dict[str, Any] = {}
+    for variable, key in ((API_KEY_ENV, "api_key"), (API_URL_ENV, "base_url")):
+        if environ.get(variable) and not lookup(env_data, ("api", key)):
+            plain[key] = environ[variable]
+            env_names[("api", key)] = variable
+    env_layer = _merge({"api": plain} if plain else {}, env_data)
     credential = _credentials_file(_merge(file_data, env_layer, dict(overrides or {})), environ)
     if credential is not None:
         # systemd's LoadCredential=: the last place to look for the key.
@@ -82,12 +92,18 @@ def load_settings(
         env_names[("api", "api_key_file")] = CREDENTIALS_ENV
     merged = _merge(file_data, env_layer, dict(overrides or {}))
     _apply_no_color(merged, environ)
+    untidy = _tidy_secrets(merged, ())
     # Plugins are found now, when a configuration is loaded, never when a module is imported.
     sink_types = registry.discover()
     model = settings_model(sink_types)
     sources = Provenance(
         config_label, file_data, env_layer, env_names, overrides or {}, sink_types, model
     )
+    problems += [
+        f"{sources.source_of(loc)}: {dotted_key(loc)}: the secret holds a line break or "
+        "another control character; expected it on one line (its value is not shown)"
+        for loc in untidy
+    ]
     # Without a readable file or environment the key may be in what could not be read.
     require = require_api_key and not problems
     key_from_file = _check_api_key(merged, environ, sources, problems, require=require)
@@ -138,6 +154,32 @@ def _scrub(text: str, secrets: set[str]) -> str:
     for secret in sorted(secrets, key=len, reverse=True):
         text = text.replace(secret, MASK)
     return text
+
+
+def _tidy_secrets(node: Any, path: tuple[str | int, ...]) -> list[tuple[str | int, ...]]:
+    """Secrets (values under secret keys, headers included) without the whitespace a
+    shell, an editor or ``echo`` leaves around them: a trailing newline would make every
+    request fail with the secret in the error. A control character inside a secret is a
+    problem to report (never showing the value): returns where each such secret is."""
+    problems: list[tuple[str | int, ...]] = []
+    items = (
+        node.items()
+        if isinstance(node, dict)
+        else enumerate(node)
+        if isinstance(node, list)
+        else ()
+    )
+    for key, value in list(items):
+        here = (*path, key)
+        secret = any(str(part).lower() in SECRET_KEYS for part in here)
+        if isinstance(value, str) and secret:
+            tidy = value.strip()
+            if any(ord(character) < 32 or ord(character) == 127 for character in tidy):
+                problems.append(here)
+            node[key] = tidy
+        elif isinstance(value, dict | list):
+            problems += _tidy_secrets(value, here)
+    return problems
 
 
 def _merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
@@ -264,7 +306,7 @@ def _check_api_key(
         return None
     if key is not None or not isinstance(key_file, str | Path):
         if key is None and key_file is None and require:
-            problems.append(_no_key_message(environ))
+            problems.append(no_key_message(environ))
         return None
     where = sources.source_of(("api", "api_key_file"))
     shown = f"api.api_key_file = {str(key_file)!r}"
@@ -282,10 +324,18 @@ def _check_api_key(
     if not text:
         problems.append(f"{where}: {shown}: the key file is empty; expected the API key")
         return None
+    if any(ord(character) < 32 or ord(character) == 127 for character in text):
+        problems.append(
+            f"{where}: {shown}: the key holds a line break or another control character; "
+            "expected the API key on one line (its value is not shown)"
+        )
+        return None
     return text
 
 
-def _no_key_message(environ: Mapping[str, str]) -> str:
+def no_key_message(environ: Mapping[str, str] | None = None) -> str:
+    """Where a key can come from (for the problem, and check-config's offline warning)."""
+    environ = environ_snapshot() if environ is None else environ
     message = (
         "no API key: set the RUNFLOW_API_KEY environment variable, api.api_key or "
         "api.api_key_file in the config file, or (systemd) LoadCredential=runflow_api_key:<path>"

@@ -8,24 +8,23 @@ The offset moves only after the sink has the batch (or the batch is dead-lettere
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import anyio
 
+from runflow_tail.delivery.matching import SinkSelection
 from runflow_tail.errors import (
     SinkClosedError,
     SinkPartiallyRejectedError,
     SinkRejectedError,
     SinkRetryableError,
 )
-from runflow_tail.filters import Filter, parse_filter
 from runflow_tail.journal import Journal
 from runflow_tail.metrics import Metrics
-from runflow_tail.models import Entry
-from runflow_tail.observability import get_logger
+from runflow_tail.models import Entry, EntryUndecodable
+from runflow_tail.observability import get_logger, redact
 from runflow_tail.pacing import Backoff
-from runflow_tail.run_object import with_derived
 from runflow_tail.sinks.base import Sink, SinkConfigBase
 
 log = get_logger(__name__)
@@ -66,10 +65,7 @@ class Delivery:
         self.health = SinkHealth(name, offset=offset)
         self._journal = journal
         self._metrics = metrics or Metrics()
-        self._match: Filter | None = parse_filter(config.match) if config.match.strip() else None
-        run_fields = [f for f in (self._match.fields() if self._match else ()) if f[:4] == "run."]
-        self._run_match = bool(run_fields)
-        self._without_run_noted = False
+        self._selection = SinkSelection(name, config)
         self._batching = config.batching()
         self._stopping = False
         self._idle_scope: anyio.CancelScope | None = None
@@ -148,9 +144,12 @@ class Delivery:
 
     async def _deliver(self, batch: list[Entry]) -> None:
         """Send the matching part of ``batch``; then move the offset past all of it."""
-        matching = batch if self._match is None else [e for e in batch if self._matches(e)]
-        self.health.filtered_out += len(batch) - len(matching)
-        self._metrics.entries_filtered.labels(self.name).inc(len(batch) - len(matching))
+        matching, undecodable = self._selection.select(batch)
+        if undecodable:
+            await self._dead_letter_entries(undecodable)
+        filtered = len(batch) - len(matching) - len(undecodable)
+        self.health.filtered_out += filtered
+        self._metrics.entries_filtered.labels(self.name).inc(filtered)
         end = batch[-1].seq
         if matching:
             if self.config.stable_batches:
@@ -168,31 +167,10 @@ class Delivery:
                     self._mark_delivered(refused.accepted)
                 await self._dead_letter(list(refused.rejected), end, reason)
                 return
-            self._mark_delivered(len(matching))
+            if matching:
+                self._mark_delivered(len(matching))
         await self._journal.set_offset(self.name, end)
         self.health.offset = end
-
-    def _matches(self, entry: Entry) -> bool:
-        """The sink's ``match`` on the entry as received; when it names run fields and the
-        entry carries its run, the derived ``run.outcome`` and ``run.duration_seconds``
-        are there too (sinks never fetch runs: alert rules do)."""
-        assert self._match is not None
-        data = entry.data()
-        if self._run_match:
-            run = data.get("run")
-            if isinstance(run, Mapping):
-                data = {**data, "run": with_derived(run)}
-            elif not self._without_run_noted:
-                self._without_run_noted = True
-                log.warning(
-                    "sink.match_without_run",
-                    sink=self.name,
-                    match=self.config.match,
-                    reason="entries arrive without their run, so conditions on run fields "
-                    "cannot hold; add 'run' to the stream's fields, or use an [[alerts]] "
-                    "rule (rules fetch runs)",
-                )
-        return self._match.matches(data)
 
     async def _send_with_retries(
         self, batch: list[Entry]
@@ -207,6 +185,14 @@ class Delivery:
                 await self.sink.send(batch)
             except SinkClosedError:
                 raise
+            except EntryUndecodable as exc:
+                # A sink that decodes what it did not declare (a plugin): that entry alone
+                # becomes a dead letter, the rest goes again at once.
+                await self._dead_letter_entries([(exc.entry, f"the sink needs its fields: {exc}")])
+                batch[:] = [entry for entry in batch if entry.seq != exc.entry.seq]
+                if not batch:
+                    return "sent", "", None
+                continue
             except SinkPartiallyRejectedError as exc:
                 return "sent", f"rejected: {exc}", exc
             except SinkRejectedError as exc:
@@ -239,7 +225,25 @@ class Delivery:
                 continue
             return "sent", "", None
 
+    async def _dead_letter_entries(self, entries: list[tuple[Entry, str]]) -> None:
+        """Entries this sink cannot handle: each kept alone with its reason, once (a batch
+        re-read after a restart finds them kept); the rest of the batch goes on."""
+        entries = [(entry, redact(reason)) for entry, reason in entries]
+        added = await self._journal.dead_letter_entries(self.name, entries)
+        self.health.dead_letters += added
+        self._metrics.dead_letters.labels(self.name).inc(added)
+        for entry, reason in entries:
+            log.error(
+                "sink.entry_dead_lettered",
+                sink=self.name,
+                id=entry.id,
+                seq=entry.seq,
+                reason=reason,
+                replay=f"runflow-tail replay --sink {self.name} --dead-letters",
+            )
+
     async def _dead_letter(self, batch: list[Entry], end: int, reason: str) -> None:
+        reason = redact(reason)  # kept in the journal, shown by status and replay
         await self._journal.dead_letter(self.name, batch, reason, end)
         self.health.dead_letters += 1
         self._metrics.dead_letters.labels(self.name).inc()
@@ -253,12 +257,14 @@ class Delivery:
             last_seq=batch[-1].seq,
             replay=f"runflow-tail replay --sink {self.name} --dead-letters",
         )
-        self._mark_recovered()
+        # The sink moves on, so it is no longer failing; but nothing was delivered, so
+        # this is no recovery to announce.
+        self._clear_failing()
 
     def _mark_failing(self, problem: str) -> None:
         if self.health.failing_since is None:
             self.health.failing_since = anyio.current_time()
-        self.health.problem = problem
+        self.health.problem = redact(problem)
 
     def _mark_delivered(self, count: int) -> None:
         self.health.delivered += count
@@ -269,5 +275,8 @@ class Delivery:
     def _mark_recovered(self) -> None:
         if self.health.failing_since is not None:
             log.info("sink.recovered", sink=self.name)
+        self._clear_failing()
+
+    def _clear_failing(self) -> None:
         self.health.failing_since = None
         self.health.problem = None

@@ -1,23 +1,25 @@
 """The poller: one task per stream, moving entries from the API into the journal.
 
-Two strategies (docs/architecture.md, "Polling"). *Range*: each cycle asks for
-``timestamp >= watermark - lookback`` and follows page cursors until a short page; the
-journal's unique ids drop what was seen. *Cursor*, for an API that refuses ranges on
-``timestamp``: keep the cursor that fetched the last page and poll it again; advance when
-pages fill; an expired cursor re-walks from the start of the results, dropping what is
-older than the watermark, and checks whether the newest entry we had is still there (a
-gap check, logged and counted).
+Two strategies. *Range*: each cycle asks for ``timestamp >= min(newest journaled
+timestamp, API time at the last complete read - lookback)`` and walks its pages by
+cursor (``walk``) until a short page, or, far behind a slow API, fetches time windows in
+parallel (``backfill``); the journal's unique key drops what was seen. *Cursor*, for an
+API that refuses ranges on ``timestamp``: keep the cursor that fetched the last page and
+poll it again; advance when pages fill; an expired cursor re-walks from the start of the
+results, dropping what is older than the watermark, and checks whether the newest entry
+we had is still there (a gap check, logged and counted).
 """
 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import replace
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from runflow_tail.api.client import Page, RunflowClient
+from runflow_tail.api.client import Page, PageBody, RunflowClient
 from runflow_tail.api.range_query import PROBE_FUTURE_NS, RangeForm, with_range
 from runflow_tail.api.settings import ApiSettings
 from runflow_tail.config.model import StreamSettings
@@ -36,28 +38,28 @@ from runflow_tail.ingest.backfill import (
 from runflow_tail.ingest.probe import ProbeAnswer, probe
 from runflow_tail.ingest.run_filter import LocalFilter, verified
 from runflow_tail.ingest.stream_health import StreamHealth, query_fingerprint
+from runflow_tail.ingest.walk import follow, walk
 from runflow_tail.journal import CursorState, Journal
 from runflow_tail.metrics import Metrics
-from runflow_tail.models import FetchedEntry
-from runflow_tail.observability import get_logger
+from runflow_tail.models import FetchedEntry, RejectedEntry
+from runflow_tail.observability import get_logger, redact
 from runflow_tail.pacing import Backoff
 from runflow_tail.times import NS_PER_SECOND, format_instant, parse_start
 
 PERSIST_HEALTH_EVERY = 30.0
-PAGES_IN_FLIGHT = 4
 BACKFILL_MIN_ROUND_TRIP = 0.025
 PARALLEL_GAIN = 1.5
 """Parallel windows pay only when the rate the API allows is at least this many times what
 one request after another achieves (round trip x rate)."""
 PARALLEL_STAY = 1.2
 """Once started, parallel windows go on while the gain is at least this."""
-RECHECK_PAGES = 8
-"""A sequential walk asks every this many pages whether parallel windows would pay now."""
 BACKFILL_MEMORY = 32 * 1024 * 1024
 """Fetched pages waiting for their commit: bounds memory during a backlog."""
 PAGES_PER_COMMIT = 8
 COMMIT_BYTES = 4 * 1024 * 1024
 """A group commit stops growing at this many bytes of pages (bounded memory)."""
+REJECTED_REMEMBERED = 1024
+"""Dead-lettered items already reported (a re-read brings them again)."""
 
 log = get_logger(__name__)
 
@@ -84,6 +86,9 @@ class Poller:
         self._client = client
         self._journal = journal
         self._backoff = Backoff(api.backoff_initial, api.backoff_max)
+        self._stall_backoff = Backoff(api.backoff_initial, api.backoff_max)
+        """Apart from ``_backoff``, which every good page resets: a stall shows only after
+        good pages, and must still wait longer each time it comes back."""
         self._state = CursorState(fingerprint=query_fingerprint(stream))
         self.range_form: RangeForm = "bare"
         self._strategy: str | None = None
@@ -97,6 +102,7 @@ class Poller:
         """Seconds to commit one page, smoothed."""
         self._persisted_health_at = 0.0
         self._reported_problem: str | None = None
+        self._rejected_noted: OrderedDict[str, None] = OrderedDict()
 
     async def run(self) -> None:
         self.stream, self._local = await verified(self.configured, self._client, self._api)
@@ -210,70 +216,34 @@ class Poller:
         candidates = (lower, self._read_through(first.seen_since_ns))
         protected = [bound for bound in candidates if bound is not None]
         self._journal.note_reread_from(self.stream.name, min(protected, default=None))
-        backfilled = await self._backfilled(first, lower)
+        backfilled = await self._backfilled(first, lower, committed=False)
         if backfilled is None:
-            last, handed_over = await self._walk(query, first, lower, may_hand_over=True)
+            last, handed_over = await walk(
+                self, query, first, lower, hand_over=self._backfill_would_pay
+            )
             if handed_over:
-                return True  # the next cycle starts a backfill
-        elif backfilled.finished:
+                # From the page the walk stopped at (committed): nothing read twice.
+                backfilled = await self._backfilled(last, lower, committed=True)
+                if backfilled is None:
+                    return True  # it no longer pays: the next cycle walks on at once
+        if backfilled is not None and backfilled.finished:
+            evaluated = [first.seen_since_ns, backfilled.evaluated_ns]
+            if None not in evaluated:
+                self._note_read_through(min(e for e in evaluated if e is not None))
             return False
-        else:
+        if backfilled is not None:
             # Parallel windows stopped paying: walk on from where they ended, page by page
             # and by cursor, so that even more than a page of entries at one instant passes.
             query = with_range(self.stream.query, backfilled.frontier_ns, self.range_form)
             resumed = await self.fetch(query, None)
-            last, _ = await self._walk(query, resumed, lower, may_hand_over=False)
+            last, _ = await walk(self, query, resumed, lower)
         self._note_read_through(first.seen_since_ns)
         full_without_next = self.is_full(last) and last.next_cursor is None
         return full_without_next and self._state.watermark != start_watermark
 
-    async def _walk(
-        self, query: str, first: Page, lower: int | None, *, may_hand_over: bool
-    ) -> tuple[Page, bool]:
-        """Commit ``first`` and every page after it, by cursor, until a short page; returns
-        the last page, and whether it stopped early because parallel windows would pay."""
-        # Pipelining: pages go to a committer task through a small bounded buffer, so the
-        # next request is out while earlier pages commit; when commits fall behind, the
-        # committer takes every waiting page in one transaction (fewer, larger commits).
-        send, receive = anyio.create_memory_object_stream[Page](PAGES_IN_FLIGHT)
-        page = first
-        pages = 1
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self.commit_pages, receive, lower)
-                async with send:
-                    await send.send(page)
-                    while self.is_full(page) and page.next_cursor is not None:
-                        if (
-                            may_hand_over
-                            and pages % RECHECK_PAGES == 0
-                            and self._backfill_would_pay(page)
-                        ):
-                            return page, True
-                        page = await self.follow(query, page)
-                        pages += 1
-                        await send.send(page)
-        except BaseExceptionGroup as group:
-            # One failure at a time is what the retry logic understands; the task group
-            # only exists for pipelining.
-            raise group.exceptions[0] from None
-        return page, False
-
     async def follow(self, query: str, page: Page) -> Page:
-        """The page after ``page``; a cursor that brings the same place back is a stall."""
-        assert page.next_cursor is not None
-        cursor = page.next_cursor
-        following = await self.fetch(query, cursor)
-        stuck_cursor = following.next_cursor is not None and following.next_cursor == cursor
-        same_entries = bool(page.entries) and _same_entries(page, following)
-        if stuck_cursor or same_entries:
-            what = "the same page cursor" if stuck_cursor else "the same entries"
-            raise ApiCursorStuck(
-                f"stream {self.stream.name}: the API answered a page cursor with {what} "
-                "again, so following it would never end; polling again from the watermark",
-                cursor=cursor,
-            )
-        return following
+        """The page after ``page`` (for backfill windows: see ``walk.follow``)."""
+        return await follow(self, query, page)
 
     async def _cursor_cycle(self) -> bool:
         lower = self._lower_bound()
@@ -288,11 +258,14 @@ class Poller:
                 return False
             cursor = page.next_cursor
             self._state = replace(self._state, api_cursor=cursor)
-            page = await self.follow(self.stream.query, page)
+            page = await follow(self, self.stream.query, page)
 
-    async def _backfilled(self, first: Page, lower: int | None) -> Backfilled | None:
-        """Far behind a slow API: commit ``first`` and fetch the rest of the backlog in
-        parallel windows (backfill.py). None: go on sequentially from ``first``."""
+    async def _backfilled(
+        self, first: Page, lower: int | None, *, committed: bool
+    ) -> Backfilled | None:
+        """Far behind a slow API: fetch the rest of the backlog after ``first`` (committed
+        here unless it already is) in parallel windows (backfill.py). None: go on
+        sequentially from ``first``."""
         stream = self.stream
         if not self._backfill_would_pay(first):
             return None
@@ -305,14 +278,12 @@ class Poller:
                     reason="the API ignores or rejects an upper bound on timestamp",
                 )
                 return None
-        await self._commit([first], lower, None)
+        if not committed:
+            await self._commit([first], lower, None)
         # Bounded memory: every open window may hold a few pages of this size.
         per_window = (PAGES_PER_WINDOW + 1) * max(1, first.body_bytes)
         parallelism = max(1, min(stream.backfill_parallelism, BACKFILL_MEMORY // per_window))
-        result = await backfill(self, first, lower, time.time_ns(), parallelism)
-        if result.finished and result.evaluated_ns is not None:
-            self._note_read_through(result.evaluated_ns)
-        return result
+        return await backfill(self, first, lower, time.time_ns(), parallelism)
 
     def _backfill_would_pay(self, page: Page) -> bool:
         """Whether this stream is far enough behind, and the API slow enough, for parallel
@@ -381,11 +352,17 @@ class Poller:
     async def fetch(self, query: str, cursor: str | None, *, limit: int | None = None) -> Page:
         """One page; transient failures retry the same request (same cursor) after a backoff,
         so a flaky API slows a backlog down but never sends it back to the watermark."""
+        return (await self.fetch_body(query, cursor, limit=limit)).parse()
+
+    async def fetch_body(
+        self, query: str, cursor: str | None, *, limit: int | None = None
+    ) -> PageBody:
+        """``fetch`` up to the page's items and cursor (the entries are read by ``parse``)."""
         while True:
             await self._journal.wait_for_space()
             self.health.requests += 1
             try:
-                page = await self._client.fetch_logs(
+                split = await self._client.fetch_page_body(
                     self.stream.run_id,
                     query=query,
                     fields=self.stream.fields,
@@ -397,6 +374,7 @@ class Poller:
                 log.warning(
                     "stream.poll_failed",
                     stream=self.stream.name,
+                    api=self._api.shown_url,
                     error=str(exc),
                     retry_in=round(delay, 2),
                     attempt=self._backoff.attempts,
@@ -406,10 +384,10 @@ class Poller:
                 continue
             self._backoff.reset()
             self._round_trip = _smoothed(self._round_trip, self._client.last_round_trip)
-            self.health.items_received += page.item_count
+            self.health.items_received += split.item_count
             # A long backlog is one long cycle: every good page counts as a good poll.
             self.health.last_success_monotonic = anyio.current_time()
-            return page
+            return split
 
     async def commit_pages(
         self, receive: MemoryObjectReceiveStream[Page], lower: int | None
@@ -440,9 +418,11 @@ class Poller:
         state = replace(state, api_cursor=api_cursor, strategy=self._strategy)
         if self._local is not None:
             kept = self._local.keep(kept)  # after the cursor moved past all of them
-        if kept or state != self._state:
+        rejected = [item for page in pages for item in page.rejected]
+        if kept or rejected or state != self._state:
             started = time.monotonic()
-            inserted = await self._journal.append(self.stream.name, kept, state)
+            inserted = await self._journal.append(self.stream.name, kept, state, rejected)
+            self._note_rejected(rejected)
             took = (time.monotonic() - started) / max(1, len(pages))
             self._commit_time = (
                 took if not self._commit_time else 0.8 * self._commit_time + 0.2 * took
@@ -450,10 +430,34 @@ class Poller:
             self.health.entries_fetched += inserted
             self._metrics.entries_fetched.labels(self.stream.name).inc(inserted)
             self._persisted_health_at = time.monotonic()
-        self._state = state
+        # Health noted while the commit ran (a prefetch retrying) stays.
+        self._state = replace(
+            state,
+            health_error=self._state.health_error,
+            last_success_at=self._state.last_success_at,
+        )
         self.health.watermark_ns = state.watermark
 
     # -- trouble -------------------------------------------------------------------------
+
+    def _note_rejected(self, rejected: list[RejectedEntry]) -> None:
+        """Say once per item (it comes back with every re-read) that it was dead-lettered."""
+        for item in rejected:
+            if item.id in self._rejected_noted:
+                continue
+            self._rejected_noted[item.id] = None
+            if len(self._rejected_noted) > REJECTED_REMEMBERED:
+                self._rejected_noted.popitem(last=False)
+            self._metrics.entries_rejected.labels(self.stream.name).inc()
+            log.warning(
+                "stream.entry_dead_lettered",
+                stream=self.stream.name,
+                id=item.id,
+                reason=item.reason,
+                item=item.raw[:200].decode("utf-8", "replace"),
+                action="kept as a dead letter of each sink of the stream (runflow-tail "
+                "replay --sink NAME --dead-letters); polling goes on",
+            )
 
     async def _on_cursor_rejected(self, exc: ApiCursorRejected) -> None:
         self.health.cursor_resets += 1
@@ -487,7 +491,7 @@ class Poller:
         if self._strategy == "cursor" and self._state.last_id and self._state.watermark:
             self._gap_check = (self._state.last_id, self._state.watermark)
         self._state = replace(self._state, api_cursor=None)
-        await anyio.sleep(self._backoff.next_delay())
+        await anyio.sleep(self._stall_backoff.next_delay())
 
     def _check_gap(self, entries: list[FetchedEntry]) -> None:
         assert self._gap_check is not None
@@ -520,6 +524,7 @@ class Poller:
             log.error(
                 "stream.configuration_problem",
                 stream=self.stream.name,
+                api=self._api.shown_url,
                 problem=problem,
                 retry_in=self._api.config_error_retry_interval,
             )
@@ -527,14 +532,18 @@ class Poller:
         await self._mark_failing(problem)
 
     async def _mark_failing(self, problem: str) -> None:
+        problem = redact(problem)  # persisted for status, shown by /readyz
         changed = self.health.problem != problem
         self.health.problem = problem
         if changed:
             self._state = replace(self._state, health_error=problem)
-            await self._journal.save_cursor(self.stream.name, self._state)
+            # Health only: a page may be committing meanwhile (a prefetch retrying), and
+            # this state's watermark may already be older than the one it writes.
+            await self._journal.save_health(self.stream.name, self._state)
 
     async def _on_success(self) -> None:
         self._backoff.reset()
+        self._stall_backoff.reset()
         now = time.time()
         self.health.last_success_monotonic = anyio.current_time()
         self.health.last_success_at = now
@@ -551,16 +560,6 @@ class Poller:
             await self._journal.save_cursor(self.stream.name, self._state)
             self._persisted_health_at = time.monotonic()
         self.health.first_poll_done.set()
-
-
-def _same_entries(page: Page, following: Page) -> bool:
-    """Whether two pages hold the same entries (a cursor that names the same place)."""
-    entries, again = page.entries, following.entries
-    return (
-        len(entries) == len(again)
-        and entries[0].id == again[0].id
-        and entries[-1].id == again[-1].id
-    )
 
 
 def _smoothed(average: float, sample: float) -> float:

@@ -74,7 +74,7 @@ class LocalFilter:
         for entry in entries:
             try:
                 data = msgspec.json.decode(entry.raw)
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, RecursionError):
                 kept.append(entry)  # the journal keeps what it cannot judge
                 continue
             run = data.get("run") if isinstance(data, dict) else None
@@ -136,7 +136,10 @@ async def sample_run(
             page = await client.fetch_logs(run_id, fields=SAMPLE_FIELDS, limit=1)
             if not page.entries:
                 return None
-            data = msgspec.json.decode(page.entries[0].raw)
+            try:
+                data = msgspec.json.decode(page.entries[0].raw)
+            except (msgspec.DecodeError, RecursionError):
+                return None  # a broken entry tells nothing about the API's runs
             run = data.get("run") if isinstance(data, dict) else None
             if isinstance(run, Mapping) or not isinstance(data, dict):
                 return run if isinstance(run, Mapping) else None

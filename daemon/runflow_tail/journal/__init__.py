@@ -11,6 +11,7 @@ caller is cancelled: the cursor and its entries land together or not at all.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -23,8 +24,14 @@ from runflow_tail.journal.backend import OperatorStore, Store
 from runflow_tail.journal.dead_letters import DeadLetter
 from runflow_tail.journal.lock import StateDirLock, is_locked
 from runflow_tail.journal.recent import RecentEntries
-from runflow_tail.journal.store import JOURNAL_NAME, CursorState, JournalStore
-from runflow_tail.models import Entry, FetchedEntry
+from runflow_tail.journal.store import (
+    JOURNAL_NAME,
+    CursorState,
+    JournalDiskFull,
+    JournalStore,
+    translated,
+)
+from runflow_tail.models import Entry, FetchedEntry, RejectedEntry
 from runflow_tail.observability import get_logger
 from runflow_tail.times import NS_PER_SECOND
 
@@ -42,6 +49,11 @@ __all__ = [
 
 PRUNE_INTERVAL = 10.0
 CHECKPOINT_INTERVAL = 1.0
+DISK_FULL_RETRY_INITIAL = 0.5
+DISK_FULL_RETRY_MAX = 10.0
+INTERNAL_CONSUMER_MARK = ":"
+"""Consumers whose name holds this (the alert engine's ``alerts:engine``) are not sinks:
+they take no dead letters."""
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -64,6 +76,8 @@ class Journal:
         self._rereads_from: dict[str, int] = {}
         self._last_prune = float("-inf")
         self._full = False
+        self.disk_full: str | None = None
+        """Why writing is paused (the disk under the journal is full), or None."""
         self.size_bytes = 0
 
     @property
@@ -84,16 +98,47 @@ class Journal:
         await self._run(self._store.close)
 
     async def _run(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``function`` in the journal's worker thread."""
-        return await anyio.to_thread.run_sync(
-            lambda: function(*args, **kwargs), limiter=self._worker
-        )
+        """Run ``function`` in the journal's worker thread (see ``_call``)."""
+        return await self._call(self._worker, lambda: function(*args, **kwargs))
 
     async def _read(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a reader-connection ``function`` (``read_after``) in the reader's thread."""
-        return await anyio.to_thread.run_sync(
-            lambda: function(*args, **kwargs), limiter=self._reader
-        )
+        return await self._call(self._reader, lambda: function(*args, **kwargs))
+
+    async def _call(self, limiter: anyio.CapacityLimiter, call: Callable[[], T]) -> T:
+        """One store call. A damaged file, found at any point, is ``JournalUnreadable`` (the
+        daemon stops with exit 3). A full disk pauses the caller (polling, an offset
+        commit) and retries the same call until space returns: every store write is one
+        transaction, rolled back whole, so nothing is lost or done twice."""
+        delay = DISK_FULL_RETRY_INITIAL
+        while True:
+            try:
+                result = await anyio.to_thread.run_sync(call, limiter=limiter)
+            except sqlite3.Error as exc:
+                meaning = translated(self._store.path, exc)
+                if not isinstance(meaning, JournalDiskFull):
+                    if meaning is exc:
+                        raise
+                    raise meaning from exc
+                self._note_disk_full(str(meaning))
+                await anyio.sleep(delay)
+                delay = min(delay * 2, DISK_FULL_RETRY_MAX)
+                continue
+            if self.disk_full is not None and limiter is self._worker:
+                log.info("journal.disk_space_available", path=str(self._store.path))
+                self.disk_full = None
+            return result
+
+    def _note_disk_full(self, problem: str) -> None:
+        if self.disk_full is None:
+            log.error(
+                "journal.disk_full",
+                path=str(self._store.path),
+                error=problem,
+                action="polling and offset commits paused until space returns; nothing is "
+                "lost (the API keeps the entries, fetched pages wait in memory)",
+            )
+        self.disk_full = problem
 
     # -- polling side ------------------------------------------------------------------
 
@@ -104,10 +149,25 @@ class Journal:
         """Record where a stream stands, without entries (health, a forgotten API cursor)."""
         await self._run(self._store.save_cursor, stream, state)
 
-    async def append(self, stream: str, rows: Sequence[FetchedEntry], state: CursorState) -> int:
+    async def save_health(self, stream: str, state: CursorState) -> None:
+        """Record only a stream's health (its problem, its last good poll): safe while its
+        pages are being committed."""
+        await self._run(self._store.save_cursor, stream, state, health_only=True)
+
+    async def append(
+        self,
+        stream: str,
+        rows: Sequence[FetchedEntry],
+        state: CursorState,
+        rejected: Sequence[RejectedEntry] = (),
+    ) -> int:
         """Journal a page's entries with the stream's new cursor in one transaction;
-        returns how many were new (re-reads are dropped)."""
-        appended = await self._run(self._store.append, stream, rows, state)
+        returns how many were new (re-reads are dropped). ``rejected`` items become a
+        dead letter of each sink of the stream, once each, in the same transaction."""
+        sinks = [
+            name for name in self._subscribers.get(stream, ()) if INTERNAL_CONSUMER_MARK not in name
+        ]
+        appended = await self._run(self._store.append, stream, rows, state, rejected, sinks)
         # An upper estimate (re-reads may not have been inserted), exact again at each prune.
         self.size_bytes += sum(len(row[2]) for row in rows)
         self.recent.add(appended)
@@ -241,6 +301,10 @@ class Journal:
 
     async def set_pending(self, sink: str, last_seq: int) -> None:
         await self._run(self._store.set_pending, sink, last_seq)
+
+    async def dead_letter_entries(self, sink: str, entries: Sequence[tuple[Entry, str]]) -> int:
+        """Keep entries ``sink`` cannot handle, each alone with its reason (once each)."""
+        return await self._run(self._store.dead_letter_entries, sink, entries)
 
     async def dead_letter(self, sink: str, batch: Sequence[Entry], reason: str, end: int) -> None:
         """Keep a batch ``sink`` refused, with the reason, and move it past ``end``: one

@@ -40,18 +40,41 @@ class DeadLetterStore:
             self.set_offset(sink, end)
             self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
 
-    def add_dead_letter(self, sink: str, batch: Sequence[Entry], reason: str) -> None:
+    def add_dead_letter(
+        self, sink: str, batch: Sequence[Entry], reason: str, *, key: str | None = None
+    ) -> bool:
+        """Keep ``batch``; with a ``key``, only once per sink (an entry dead-lettered alone
+        is recognised when it comes again: a re-read, a batch re-sent after a restart).
+        Returns whether it was added."""
         payload = msgspec.msgpack.encode(
             [(e.seq, e.stream, e.id, e.timestamp_ns, e.raw) for e in batch]
         )
-        self._db.execute(
-            "INSERT INTO dead_letters (sink, first_seq, last_seq, reason, created_at, entries) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (sink, batch[0].seq, batch[-1].seq, reason, time.time(), payload),
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO dead_letters "
+            "(sink, first_seq, last_seq, reason, created_at, entries, entry_key) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (sink, batch[0].seq, batch[-1].seq, reason, time.time(), payload, key),
         )
+        return cursor.rowcount > 0
+
+    def dead_letter_entries(self, sink: str, entries: Sequence[tuple[Entry, str]]) -> int:
+        """Keep entries ``sink`` cannot handle, each alone with its reason, once each (keyed
+        by journal position); the sink's offset is moved later, with its batch."""
+        added = 0
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for entry, reason in entries:
+                added += self.add_dead_letter(sink, [entry], reason, key=f"seq:{entry.seq}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        return added
 
     def dead_letters(self, sink: str) -> list[DeadLetter]:
         rows = self._db.execute(

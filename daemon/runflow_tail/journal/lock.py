@@ -23,8 +23,8 @@ class StateDirLock:
 
     def acquire(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            make_private_directory(self.path.parent)
+            descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         except OSError as exc:
             raise StateError(
                 f"cannot use state directory {self.path.parent}: {exc.strerror}; "
@@ -56,6 +56,23 @@ class StateDirLock:
 
     def __exit__(self, *exc_info: object) -> None:
         self.release()
+
+
+def make_private_directory(directory: Path) -> None:
+    """Create ``directory`` (and missing parents) mode 0700 whatever the umask: the journal
+    holds every entry fetched. An existing directory is left as its owner set it."""
+    missing: list[Path] = []
+    while not directory.exists():
+        missing.append(directory)
+        if directory.parent == directory:
+            break
+        directory = directory.parent
+    for created in reversed(missing):
+        try:
+            created.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        created.chmod(0o700)
 
 
 def is_locked(state_dir: Path) -> bool:

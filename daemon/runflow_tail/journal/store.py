@@ -1,113 +1,106 @@
 """The journal's SQLite store: synchronous, called from one worker thread only.
 
-Tables: ``entries`` (every fetched entry, bytes as received, ``UNIQUE(stream, id)``),
+Tables: ``entries`` (every fetched entry, bytes as received, ``UNIQUE(stream, ts, id)``),
 ``cursors`` (per stream: watermark, strategy, API cursor, query fingerprint, health),
 ``sink_offsets`` (per sink: the last ``seq`` delivered), ``dead_letters``
 (dead_letters.py) and ``alert_state`` (alert_state.py).
 ``seq`` is AUTOINCREMENT so it never goes backwards, even after retention empties the table.
+
+Why the de-duplication key is ``(stream, ts, id)`` and not ``(stream, id)``: an entry never
+changes, so a re-read brings the same id with the same timestamp (parsed to the same
+nanoseconds, whichever way it is written), and the two keys drop exactly the same
+re-reads. But ids are random UUIDs: keyed by id alone, every insert lands on a random page
+of the index; keyed by timestamp first, inserts go to the end of it, as entries arrive in
+timestamp order. Measured on 200,000 projected entries in pages of 500: 7.4 µs of CPU and
+90-110k rows/s by id, 2.6 µs and 210-315k rows/s by timestamp and id.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from runflow_tail.errors import JournalUnreadable
+from runflow_tail.errors import JournalUnreadable, StateError
 from runflow_tail.journal.alert_state import AlertStateStore
 from runflow_tail.journal.batch_read import read_batch
 from runflow_tail.journal.dead_letters import DeadLetterStore
 from runflow_tail.journal.recent import Appended
-from runflow_tail.models import Entry, FetchedEntry
+from runflow_tail.journal.schema import (
+    _MIGRATIONS,
+    _PADDING_ROW,
+    ROWS_PER_STATEMENT,
+    SCHEMA_VERSION,
+    SMALL_STATEMENT_ROWS,
+    WAL_SIZE_LIMIT,
+    WRITER_AUTOCHECKPOINT_PAGES,
+    _insert_sql,
+    _NewerSchema,
+    _tune,
+)
+from runflow_tail.models import Entry, FetchedEntry, RejectedEntry
 
 JOURNAL_NAME = "journal.sqlite3"
-WRITER_AUTOCHECKPOINT_PAGES = 16384
-WAL_SIZE_LIMIT = 64 * 1024 * 1024
-SCHEMA_VERSION = 3
+_CURSOR_COLUMNS = (
+    "fingerprint",
+    "watermark",
+    "floor",
+    "strategy",
+    "api_cursor",
+    "last_id",
+    "health_error",
+    "last_success_at",
+    "updated_at",
+)
+_HEALTH_COLUMNS = ("health_error", "last_success_at", "updated_at")
+QUICK_CHECK_MAX_BYTES = 256 * 1024 * 1024
+"""``PRAGMA quick_check`` at start for journals up to this size (it reads every page:
+0.11 s for 210 MB in the page cache here; a cold disk's read time); a larger one is
+checked as it is read (any later damage is the same ``unreadable``)."""
+_SQLITE_CORRUPT = 11
+_SQLITE_FULL = 13
+_SQLITE_NOTADB = 26
 
-_MIGRATIONS: dict[int, str] = {
-    1: """
-    CREATE TABLE entries (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        stream TEXT NOT NULL,
-        id TEXT NOT NULL,
-        ts INTEGER NOT NULL,
-        raw BLOB NOT NULL,
-        UNIQUE (stream, id)
-    );
-    CREATE TABLE cursors (
-        stream TEXT PRIMARY KEY,
-        watermark INTEGER,
-        floor INTEGER,
-        strategy TEXT,
-        api_cursor TEXT,
-        fingerprint TEXT NOT NULL,
-        last_id TEXT,
-        updated_at REAL NOT NULL,
-        health_error TEXT,
-        last_success_at REAL
-    );
-    CREATE TABLE sink_offsets (
-        sink TEXT PRIMARY KEY,
-        offset INTEGER NOT NULL,
-        updated_at REAL NOT NULL
-    );
-    CREATE TABLE dead_letters (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        sink TEXT NOT NULL,
-        first_seq INTEGER NOT NULL,
-        last_seq INTEGER NOT NULL,
-        reason TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        entries BLOB NOT NULL
-    );
-    CREATE INDEX dead_letters_by_sink ON dead_letters (sink, id);
-    """,
-    # The batch a sink was sending when it stopped, so it is re-sent with the same
-    # boundaries (and idempotency keys) after a restart.
-    2: "ALTER TABLE sink_offsets ADD COLUMN pending INTEGER",
-    # The alert engine's rule state (window matches, cooldowns, open incidents, pending
-    # digests), one row per rule and group, written with its offset and its alerts.
-    3: """
-    CREATE TABLE alert_state (
-        rule TEXT NOT NULL,
-        group_key TEXT NOT NULL,
-        state BLOB NOT NULL,
-        updated_at REAL NOT NULL,
-        PRIMARY KEY (rule, group_key)
+
+class JournalDiskFull(Exception):
+    """The disk under the journal is full: the write was rolled back whole; retry later."""
+
+
+def unreadable(path: Path, exc: BaseException) -> JournalUnreadable:
+    """The one message for a journal that cannot be read, at start or at any later point."""
+    return JournalUnreadable(
+        f"the journal {path} is unreadable ({exc}). Nothing was changed. To start "
+        f"over, run `runflow-tail checkpoint reset --all` (it moves the file aside), "
+        "or restore it from a backup."
     )
-    """,
-}
 
 
-ROWS_PER_STATEMENT = 1024
-"""Rows per INSERT statement (5 parameters each), unless SQLite was built with a lower
-limit. Each statement is one GIL handoff."""
-SMALL_STATEMENT_ROWS = 64
-"""For the few entries of a live poll: padding them to a large statement would waste
-binding work on every poll."""
-_PADDING_ROW = (0, None, None, None, None)
+def translated(path: Path, exc: sqlite3.Error) -> Exception:
+    """What a SQLite error means for the journal's user: a full disk (wait, then retry the
+    same call), a damaged file (stop with ``unreadable``), or neither (unchanged)."""
+    code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+    if code == _SQLITE_FULL:
+        return JournalDiskFull(f"the disk holding {path} is full ({exc})")
+    if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+        return unreadable(path, exc)
+    return exc
 
 
-@functools.lru_cache(maxsize=4)
-def _insert_sql(rows: int) -> str:
-    values = ",".join(["(?,?,?,?,?)"] * rows)
-    # Only placeholders are interpolated, never data.
-    return f"INSERT OR IGNORE INTO entries (seq, stream, id, ts, raw) VALUES {values}"  # noqa: S608
-
-
-def _tune(db: sqlite3.Connection) -> None:
-    # The UNIQUE(stream, id) index takes random UUIDs: keep its hot pages in memory.
-    db.execute("PRAGMA cache_size=-8192")
-    db.execute("PRAGMA temp_store=MEMORY")
-
-
-class _NewerSchema(sqlite3.DatabaseError):
-    """Written by a newer runflow-tail: upgrading is the way out, not a reset."""
+def create_private(path: Path) -> None:
+    """Create an empty journal file, mode 0600 whatever the umask (SQLite gives its -wal
+    and -shm files the database file's mode)."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(descriptor, 0o600)
+    finally:
+        os.close(descriptor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,10 +145,11 @@ class JournalStore(DeadLetterStore, AlertStateStore):
                 "or the Docker image"
             )
         try:
+            create_private(path)
             self._db = sqlite3.connect(
                 path, isolation_level=None, check_same_thread=False, timeout=30
             )
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise JournalUnreadable(
                 f"cannot open the journal {path} ({exc}); check state.dir and its permissions"
             ) from exc
@@ -174,6 +168,7 @@ class JournalStore(DeadLetterStore, AlertStateStore):
             self._rows_per_statement = min(ROWS_PER_STATEMENT, limit)
             self._migrate()
             self._db.execute("SELECT count(*) FROM cursors").fetchone()
+            self._quick_check()
             # Deliveries read through their own connection (and worker thread): WAL lets
             # them read committed pages while the poller's next page is being written.
             self._reader = sqlite3.connect(
@@ -186,11 +181,20 @@ class JournalStore(DeadLetterStore, AlertStateStore):
         except sqlite3.DatabaseError as exc:
             with contextlib.suppress(sqlite3.Error):
                 self._db.close()
-            raise JournalUnreadable(
-                f"the journal {path} is unreadable ({exc}). Nothing was changed. To start "
-                f"over, run `runflow-tail checkpoint reset --all` (it moves the file aside), "
-                "or restore it from a backup."
-            ) from exc
+            if isinstance(translated(path, exc), JournalDiskFull):
+                raise StateError(
+                    f"the disk holding the journal {path} is full ({exc}); free some space "
+                    "and start again (nothing was changed)"
+                ) from exc
+            raise unreadable(path, exc) from exc
+
+    def _quick_check(self) -> None:
+        """Damage anywhere in the file, found at start rather than mid-run (when cheap)."""
+        if self.path.stat().st_size > QUICK_CHECK_MAX_BYTES:
+            return
+        found = [row[0] for row in self._db.execute("PRAGMA quick_check(3)").fetchall()]
+        if found != ["ok"]:
+            raise sqlite3.DatabaseError("; ".join(str(problem) for problem in found))
 
     def close(self) -> None:
         self._reader.close()
@@ -203,17 +207,22 @@ class JournalStore(DeadLetterStore, AlertStateStore):
                 f"schema version {version} is newer than this runflow-tail understands "
                 f"({SCHEMA_VERSION}); upgrade runflow-tail"
             )
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+        if version == SCHEMA_VERSION:
+            return
+        # Every step in one transaction: an upgrade happens whole or not at all, and a new
+        # journal writes each page of its schema once, not once per step.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for target in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in _MIGRATIONS[target].split(";"):
                     if statement.strip():
                         self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version={target}")
-                self._db.execute("COMMIT")
-            except BaseException:
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
-                raise
+            raise
 
     # -- streams -----------------------------------------------------------------------
 
@@ -225,21 +234,26 @@ class JournalStore(DeadLetterStore, AlertStateStore):
         ).fetchone()
         return None if row is None else CursorState(*row)
 
-    def save_cursor(self, stream: str, state: CursorState) -> None:
+    def save_cursor(self, stream: str, state: CursorState, *, health_only: bool = False) -> None:
+        """Record where a stream stands; ``health_only`` changes only its health columns of
+        a stream already recorded (a failure noted while its pages commit must not write an
+        older watermark over a newer one)."""
         self._db.execute("BEGIN IMMEDIATE")
-        self._write_cursor(stream, state)
-        self._db.execute("COMMIT")
+        try:
+            self._write_cursor(stream, state, health_only=health_only)
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
 
-    def _write_cursor(self, stream: str, state: CursorState) -> None:
+    def _write_cursor(self, stream: str, state: CursorState, *, health_only: bool = False) -> None:
+        updated = _HEALTH_COLUMNS if health_only else _CURSOR_COLUMNS
         self._db.execute(
             "INSERT INTO cursors (stream, fingerprint, watermark, floor, strategy, api_cursor, "
             "last_id, health_error, last_success_at, updated_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (stream) DO UPDATE SET "
-            "fingerprint = excluded.fingerprint, watermark = excluded.watermark, "
-            "floor = excluded.floor, strategy = excluded.strategy, "
-            "api_cursor = excluded.api_cursor, last_id = excluded.last_id, "
-            "health_error = excluded.health_error, last_success_at = excluded.last_success_at, "
-            "updated_at = excluded.updated_at",
+            + ", ".join(f"{column} = excluded.{column}" for column in updated),
             (
                 stream,
                 state.fingerprint,
@@ -265,17 +279,31 @@ class JournalStore(DeadLetterStore, AlertStateStore):
         """Forget a stream's checkpoint; its entries stay, so re-reads are still recognised."""
         self._db.execute("DELETE FROM cursors WHERE stream = ?", (stream,))
 
-    def append(self, stream: str, rows: Iterable[FetchedEntry], state: CursorState) -> Appended:
+    def append(
+        self,
+        stream: str,
+        rows: Iterable[FetchedEntry],
+        state: CursorState,
+        rejected: Sequence[RejectedEntry] = (),
+        sinks: Sequence[str] = (),
+    ) -> Appended:
         """Insert new entries and the new cursor in one transaction.
 
-        Re-read entries are dropped by ``UNIQUE(stream, id)``; the cursor can never run
+        Re-read entries are dropped by ``UNIQUE(stream, ts, id)``; the cursor can never run
         ahead of the data. Seqs are given here, in order, so the caller learns each new
         entry's seq without reading it back (an ignored re-read leaves a harmless gap).
+        ``rejected`` items (nothing to order them by) become a dead letter of each of
+        ``sinks``, once each, in the same transaction, with timestamp 0.
         """
         new_rows: Sequence[FetchedEntry] = list(rows)
         self._db.execute("BEGIN IMMEDIATE")
         try:
             previous = self._sequence()
+            for item in rejected:
+                entry = Entry(previous, stream, item.id, 0, item.raw)
+                for sink in sinks:
+                    key = f"stream:{stream}:{item.id}"
+                    self.add_dead_letter(sink, [entry], f"rejected: {item.reason}", key=key)
             before = self._db.total_changes
             self._insert_entries(stream, previous + 1, new_rows)
             inserted = self._db.total_changes - before
@@ -295,7 +323,10 @@ class JournalStore(DeadLetterStore, AlertStateStore):
                 new_rows = [row for _, row in kept]
             self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            # SQLite has already rolled back after some errors (a full disk): do not
+            # turn the real error into "no transaction is active".
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
         last_seq = seqs[-1] if seqs else self.max_seq()
         return Appended(previous, stream, seqs, new_rows, last_seq)
@@ -352,13 +383,18 @@ class JournalStore(DeadLetterStore, AlertStateStore):
         """Register sinks seen for the first time at the journal's end: a sink added to a
         running setup receives new entries, not the whole retained history."""
         self._db.execute("BEGIN IMMEDIATE")
-        end = self.max_seq()
-        now = time.time()
-        self._db.executemany(
-            "INSERT OR IGNORE INTO sink_offsets (sink, offset, updated_at) VALUES (?, ?, ?)",
-            ((sink, end, now) for sink in sinks),
-        )
-        self._db.execute("COMMIT")
+        try:
+            end = self.max_seq()
+            now = time.time()
+            self._db.executemany(
+                "INSERT OR IGNORE INTO sink_offsets (sink, offset, updated_at) VALUES (?, ?, ?)",
+                ((sink, end, now) for sink in sinks),
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
         return self.offsets()
 
     def set_offset(self, sink: str, seq: int) -> None:

@@ -365,19 +365,25 @@ class _Instrumented:
             await self.app(scope, receive, send)
             return
         world = self.world
-        world.stats.requests_total += 1
-        scope[RAW_SEND_SCOPE_KEY] = send
-        # Latency stands for the network: a request counts as arrived before it.
-        scope[ARRIVED_SCOPE_KEY] = time.monotonic()
-        if world.options.latency:
-            await anyio.sleep(world.options.latency)
+        stats = world.stats
+        stats.requests_total += 1
+        stats.in_flight += 1
+        stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+        try:
+            scope[RAW_SEND_SCOPE_KEY] = send
+            # Latency stands for the network: a request counts as arrived before it.
+            scope[ARRIVED_SCOPE_KEY] = time.monotonic()
+            if world.options.latency:
+                await anyio.sleep(world.options.latency)
 
-        async def counting_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                world.stats.by_status[str(message["status"])] += 1
-            await send(message)
+            async def counting_send(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    stats.by_status[str(message["status"])] += 1
+                await send(message)
 
-        await self.app(scope, receive, counting_send)
+            await self.app(scope, receive, counting_send)
+        finally:
+            stats.in_flight -= 1
 
 
 def create_app(world: World) -> ASGIApp:

@@ -7,6 +7,7 @@ pydantic then validates the strings exactly as it validates PATCH /_sandbox/opti
 from __future__ import annotations
 
 import argparse
+import re
 import types
 import typing
 from typing import Any, Literal, get_args, get_origin
@@ -34,7 +35,7 @@ def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("sandbox", "How the simulated Runflow API behaves.")
     for name, info in SandboxOptions.model_fields.items():
         default = CLI_DEFAULTS.get(name, info.get_default(call_default_factory=True))
-        help_text = f"{info.description} (default: {_shown(default)})"
+        help_text = f"{_for_the_command_line(info.description or '')} (default: {_shown(default)})"
         dest = _DEST_PREFIX + name
         annotation = info.annotation
         if annotation is bool:
@@ -71,7 +72,16 @@ def options_from_arguments(args: argparse.Namespace) -> SandboxOptions:
     return SandboxOptions.model_validate({**CLI_DEFAULTS, **given})
 
 
+def _for_the_command_line(description: str) -> str:
+    """The option's description (written for PATCH /_sandbox/options) in the words a flag
+    takes: ``none`` where the JSON says None, ``--no-...`` being off."""
+    text = re.sub(r"\bNone\b", "'none'", description)
+    return re.sub(r"\bFalse\b", "off", text)
+
+
 def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
     if isinstance(value, list):
         return ",".join(map(str, value))
     return "none" if value is None else str(value)

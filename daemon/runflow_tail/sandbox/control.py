@@ -153,6 +153,22 @@ def control_routes(world: World) -> list[Route]:
         world.faults.extend(faults.queue)
         return json_response({"queued": len(faults.queue), "pending": len(world.faults)})
 
+    async def list_faults(request: Request) -> Response:
+        # A person exploring the control API with curl gets an answer, not a bare 405.
+        return json_response(
+            {
+                "pending": [fault.model_dump(mode="json") for fault in world.faults],
+                "usage": {
+                    "POST": 'queue faults for the next /logs requests: {"queue": [{"status": '
+                    '429, "retry_after": "2"}, {"status": 503}, {"kind": "malformed"}, '
+                    '{"kind": "drop"}]}',
+                    "DELETE": "drop the pending faults",
+                    "PATCH /_sandbox/options": "random faults: fault_429_rate, fault_5xx_rate, "
+                    "fault_malformed_rate, fault_drop_rate, fault_429_every, fault_stuck_cursor",
+                },
+            }
+        )
+
     async def clear_faults(request: Request) -> Response:
         world.faults.clear()
         return json_response({"pending": 0})
@@ -222,6 +238,7 @@ def control_routes(world: World) -> list[Route]:
     return [
         Route("/_sandbox/options", validated(get_options), methods=["GET"]),
         Route("/_sandbox/options", validated(patch_options), methods=["PATCH"]),
+        Route("/_sandbox/faults", validated(list_faults), methods=["GET"]),
         Route("/_sandbox/faults", validated(add_faults), methods=["POST"]),
         Route("/_sandbox/faults", validated(clear_faults), methods=["DELETE"]),
         Route("/_sandbox/entries", validated(append_entries), methods=["POST"]),

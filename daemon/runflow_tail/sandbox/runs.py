@@ -68,7 +68,8 @@ class TimestampWriter:
         self._cached_second = -1
         self._cached_base = ""
 
-    def write(self, ns: int, style: TimestampStyle) -> tuple[str, int]:
+    def write(self, ns: int, style: TimestampStyle, *, exact: bool = False) -> tuple[str, int]:
+        """``exact``: all nine fractional digits, whatever the style (the zone still varies)."""
         if style == "z":
             digits, zone = 6, "Z"
         elif style == "offset":
@@ -76,6 +77,8 @@ class TimestampWriter:
         else:
             bits = self._rng.getrandbits(3)
             digits, zone = _MIXED_DIGITS[bits & 3], _MIXED_ZONES[bits >> 2]
+        if exact:
+            digits = 9
         seconds, fraction = divmod(ns, NS_PER_SECOND)
         if seconds != self._cached_second:
             # strftime dominates bulk generation; entries come in runs of one second.
@@ -221,6 +224,8 @@ class Run:
     status: str = "queued"
     """The sandbox's own record of the status, whether or not the schema shows it."""
     started_ns: int | None = None
+    logged_ns: int = -1
+    """The instant of the run's latest log line, as written (so as its readers sort it)."""
     _raw: bytes | None = field(default=None, repr=False)
 
     @property

@@ -21,37 +21,53 @@ OUTCOMES = ("succeeded", "failed", "canceled", "partial_succeeded")
 _IDLE_RECHECK_SECONDS = 0.25
 _STEP_NS = 1_000_000  # log time between steps of a run played instantly
 _LEVELS = (("debug", 0.3), ("info", 0.45), ("warning", 0.2), ("error", 0.05))
-_UNUSUAL_LEVELS = ("trace", "notice", "critical")
-_LINES = {
-    "http": (
-        "GET {url} returned 200 in {ms} ms",
-        "Downloaded {kb} KB from the document store",
-        "Redirect followed to the document's canonical URL",
-    ),
-    "tool": (
-        "OCR recognised {n} pages with mean confidence 0.{conf}",
-        "Tool call finished in {ms} ms",
-        "Page {n} has low contrast; recognition may be degraded",
-    ),
-    "retrieval": (
-        "Retrieved {n} documents from index kb-prod",
-        "Reranked candidates in {ms} ms",
-        "Index kb-prod is {n} minutes behind its source",
-    ),
-    "model": (
-        "Calling model with {tokens} prompt tokens",
-        "Model answered with {n} completion tokens in {ms} ms",
-        "Response truncated at max_tokens; continuing",
-        "Provider returned 429; retrying in {n} s",
-    ),
-    "code": (
-        "Validated {n} fields against schema v{n}",
-        "Field due_date missing; set to null",
-    ),
-    "webhook": (
-        "Delivered result to https://hooks.example.com/runflow in {ms} ms",
-        "Webhook answered 502; will retry",
-    ),
+_UNUSUAL_LEVELS = (("trace", "debug"), ("notice", "info"), ("critical", "error"))
+"""Levels the API may use beyond the usual four, each with the usual level it reads like."""
+_LINES: dict[str, dict[str, tuple[str, ...]]] = {
+    # What each kind of node logs, at the level a person would expect of that message:
+    # the demo must read like a real organization's logs.
+    "http": {
+        "debug": (
+            "GET {url} returned 200 in {ms} ms",
+            "Redirect followed to the document's canonical URL",
+        ),
+        "info": ("Downloaded {kb} KB from the document store",),
+        "warning": ("GET {url} took {slow} ms, longer than the 2000 ms budget",),
+        "error": ("GET {url} returned 503; retrying (attempt {attempt} of 3)",),
+    },
+    "tool": {
+        "debug": ("Tool call finished in {ms} ms",),
+        "info": ("OCR recognised {n} pages with mean confidence 0.{conf}",),
+        "warning": ("Page {n} has low contrast; recognition may be degraded",),
+        "error": ("OCR could not decode page {n}; the page is skipped",),
+    },
+    "retrieval": {
+        "debug": ("Reranked candidates in {ms} ms",),
+        "info": ("Retrieved {n} documents from index kb-prod",),
+        "warning": ("Index kb-prod is {n} minutes behind its source",),
+        "error": ("Query to index kb-prod failed: connection reset; retrying",),
+    },
+    "model": {
+        "debug": ("Calling model with {tokens} prompt tokens",),
+        "info": ("Model answered with {n} completion tokens in {ms} ms",),
+        "warning": (
+            "Response truncated at max_tokens; continuing",
+            "Provider returned 429; retrying in {n} s",
+        ),
+        "error": ("Provider returned 500 for the completion; retrying in {n} s",),
+    },
+    "code": {
+        "debug": ("Parsed the model's answer as JSON ({kb} bytes)",),
+        "info": ("Validated {n} fields against schema v{n}",),
+        "warning": ("Field due_date missing; set to null",),
+        "error": ("Field total is not a decimal ('N/A'); set to null",),
+    },
+    "webhook": {
+        "debug": ("Signed the result payload ({kb} bytes)",),
+        "info": ("Delivered result to https://hooks.example.com/runflow in {ms} ms",),
+        "warning": ("Webhook answered 502; will retry",),
+        "error": ("Webhook answered 500 three times; the result waits for redelivery",),
+    },
 }
 
 
@@ -69,28 +85,34 @@ def pick_outcome(world: World) -> str:
     return "succeeded"
 
 
-def _level(world: World) -> str:
+def _level(world: World) -> tuple[str, str]:
+    """The level a line is logged at, and the usual level whose messages it reads like."""
     if world.rng.random() < world.options.world_unusual_level_rate:
         return world.rng.choice(_UNUSUAL_LEVELS)
     draw = world.rng.random()
     for level, share in _LEVELS:
         if draw < share:
-            return level
+            return level, level
         draw -= share
-    return "info"
+    return "info", "info"
 
 
-def _line(world: World, kind: str) -> str:
+def _line(world: World, kind: str) -> tuple[str, str]:
+    """A line a node of ``kind`` logs: (level, message), the message fitting the level."""
     rng = world.rng
-    template = rng.choice(_LINES.get(kind, _LINES["code"]))
-    return template.format(
+    level, reads_like = _level(world)
+    template = rng.choice(_LINES.get(kind, _LINES["code"])[reads_like])
+    message = template.format(
         url="https://files.example.com/docs/report.pdf",
         ms=rng.randint(3, 4000),
         kb=rng.randint(10, 9000),
         n=rng.randint(1, 40),
         conf=rng.randint(40, 99),
         tokens=rng.randint(200, 12000),
+        slow=rng.randint(2100, 9000),
+        attempt=rng.randint(1, 3),
     )
+    return level, message
 
 
 # -- how a run moves, in the fields the reference gives it -----------------------------------
@@ -219,7 +241,8 @@ def run_script(
         share = math.ceil(remaining / (len(nodes) - step))
         for _ in range(share):
             yield delay()
-            write(_level(world), _line(world, kind), {"node": name, "step": step})
+            level, message = _line(world, kind)
+            write(level, message, {"node": name, "step": step})
         remaining -= share
         yield delay()
         node_end = now()
@@ -235,7 +258,11 @@ def run_script(
             meta = {"node": name, "step": step, "failure_code": code}
             write("error", f"Run failed: {message}", meta)
             return
-        write("debug", f"Node {name} finished as {state}", {"node": name, "step": step})
+        if state == "failed":
+            write("error", message, {"node": name, "step": step})
+        else:
+            level = "debug" if state == "succeeded" else "warning"
+            write(level, f"Node {name} finished as {state}", {"node": name, "step": step})
         if outcome == "canceled" and step == len(nodes) - 1:
             break
     yield delay()

@@ -43,6 +43,9 @@ class Stats:
     logs_requests: int = 0
     requests_before_retry_after: int = 0
     """Requests that arrived before a Retry-After deadline the API had given (refused)."""
+    in_flight: int = 0
+    max_in_flight: int = 0
+    """The most API requests the sandbox was answering at once."""
     by_status: Counter[str] = field(default_factory=Counter)
     recent_logs_queries: deque[dict[str, str]] = field(
         default_factory=lambda: deque(maxlen=RECENT_QUERIES_KEPT)
@@ -136,10 +139,17 @@ class World:
         *,
         ts_ns: int | None = None,
     ) -> Entry:
-        """Write one entry of ``run`` now (or at ``ts_ns``) carrying its current snapshot."""
-        text, exact = self.timestamps.write(
-            self.now() if ts_ns is None else ts_ns, self.options.timestamp_style
-        )
+        """Write one entry of ``run`` now (or at ``ts_ns``) carrying its current snapshot.
+
+        A run's lines sort after each other as they were logged: readers order by the
+        written timestamp, then by random id, so a spelling that drops digits ('mixed')
+        must not put a line at or before the run's previous one."""
+        ns = self.now() if ts_ns is None else ts_ns
+        style = self.options.timestamp_style
+        text, exact = self.timestamps.write(ns, style)
+        if exact <= run.logged_ns:
+            text, exact = self.timestamps.write(max(ns, run.logged_ns + 1), style, exact=True)
+        run.logged_ns = exact
         document = {
             "id": self.ids.uuid4(),
             "run_id": run.id,
@@ -338,6 +348,7 @@ class World:
             "requests_total": self.stats.requests_total,
             "logs_requests": self.stats.logs_requests,
             "requests_before_retry_after": self.stats.requests_before_retry_after,
+            "max_in_flight": self.stats.max_in_flight,
             "by_status": dict(self.stats.by_status),
             "entries_total": len(self.store),
             "entries_visible": self.store.visible_count(self.now()),

@@ -26,12 +26,13 @@ from runflow_tail.alerts.engine import AlertEngine
 from runflow_tail.api.client import RunflowClient
 from runflow_tail.config.alerts import ALERT_ENGINE_CONSUMER
 from runflow_tail.config.model import Settings
+from runflow_tail.config.secrets import secret_values
 from runflow_tail.delivery.loop import Delivery
 from runflow_tail.errors import ConfigError, RunflowTailError, SinkClosedError
 from runflow_tail.ingest.poller import Poller
 from runflow_tail.journal import Journal
 from runflow_tail.metrics import Metrics
-from runflow_tail.observability import get_logger
+from runflow_tail.observability import get_logger, register_secrets
 from runflow_tail.ownership import ALERTS_LEASE, sink_lease, stream_lease
 from runflow_tail.service.http import serve_health
 from runflow_tail.service.reporting import Reporting
@@ -144,6 +145,7 @@ class Daemon(Reporting):
         assert self.journal is not None and self._tg is not None
         old = self.settings
         self.settings = settings
+        register_secrets(secret_values(settings))
         journal = self.journal
         if self.lease_manager is not None:
             self.lease_manager.want(*wanted_leases(settings))
@@ -188,6 +190,7 @@ class Daemon(Reporting):
             )
             self._start(self._deliveries, name, _Running(delivery), delivery.run)
         wanted = {stream.name: stream for stream in settings.streams}
+        old_streams = {stream.name for stream in old.streams}
         for name in list(self._pollers):
             changed = wanted.get(name) != self._pollers[name].worker.configured
             if new_client or changed or not self._owns(stream_lease(name)):
@@ -198,6 +201,9 @@ class Daemon(Reporting):
             self._client = RunflowClient(settings.api, metrics=self.metrics)
         assert self._client is not None
         await self._apply_alerts(settings, old, restart=new_client)
+        self.metrics.forget(
+            sinks=old.sinks.keys() - settings.sinks, streams=old_streams - {*wanted}
+        )
         for name, stream in wanted.items():
             if name not in self._pollers and self._owns(stream_lease(name)):
                 poller = Poller(

@@ -11,6 +11,7 @@ import anyio
 from runflow_tail.config.model import Settings
 from runflow_tail.journal import Journal
 from runflow_tail.metrics import Metrics
+from runflow_tail.observability import redact
 from runflow_tail.service.workers import Workers
 
 
@@ -48,12 +49,18 @@ class Reporting(Workers):
                 )
         if self.journal is not None and self.journal.full:
             problems.append("journal full: polling is paused until sinks catch up")
+        if self.journal is not None and self.journal.disk_full:
+            problems.append(
+                f"journal: {self.journal.disk_full}; polling is paused until space returns"
+            )
         engine = self._engines.get("alerts")
         if engine is not None:
             problems += engine.worker.problems
         if self.lease_manager is not None:
             problems += self.lease_manager.problems()
-        return problems
+        # Problems quote what destinations, the API and the database answered: no secret
+        # leaves here.
+        return [redact(problem) for problem in problems]
 
     def status_line(self) -> str:
         """A short progress line: streams polling, entries delivered, the worst lag."""

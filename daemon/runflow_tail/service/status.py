@@ -12,6 +12,7 @@ from runflow_tail.alerts.state import FIELDS_KEY, decode_problem
 from runflow_tail.config.model import Settings
 from runflow_tail.errors import JournalUnreadable
 from runflow_tail.journal import CursorState, OperatorStore, is_locked
+from runflow_tail.observability import redact
 from runflow_tail.times import NS_PER_SECOND, format_instant
 
 
@@ -85,7 +86,7 @@ def describe_stream(name: str, cursor: CursorState, now_ns: int) -> dict[str, An
     return {
         "stream": name,
         "healthy": cursor.health_error is None,
-        "problem": cursor.health_error,
+        "problem": redact(cursor.health_error) if cursor.health_error else None,
         "strategy": cursor.strategy,
         "watermark": format_instant(cursor.watermark) if cursor.watermark is not None else None,
         "lag_seconds": round((now_ns - cursor.watermark) / NS_PER_SECOND, 3)

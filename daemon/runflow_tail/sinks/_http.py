@@ -11,23 +11,32 @@ from __future__ import annotations
 
 import base64
 import ssl
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+import anyio
 import httpx
 from pydantic import Field, SecretStr, model_validator
 
 from runflow_tail.errors import SinkRejectedError, SinkRetryableError
 from runflow_tail.models import PositiveDuration
-from runflow_tail.observability import get_logger
+from runflow_tail.observability import get_logger, register_secrets
+from runflow_tail.observability import redact as redact_everywhere
 from runflow_tail.pacing import parse_retry_after
 from runflow_tail.sinks.base import SinkConfigBase
 from runflow_tail.version import USER_AGENT
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
+DEFAULT_REQUEST_DEADLINE = 60.0
+"""Longest a whole request may take, answer included, unless a sink's options say."""
 ANSWER_SHOWN = 200
 """Characters of a refusal's body quoted in the error."""
-MASK = "********"
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
+"""The most of an answer read (after decompression): Elasticsearch's per-item results for
+a 10,000-entry batch are ~3 MB; a destination that sends more (or a gzip bomb) must not
+take the daemon's memory with it."""
+_FRAMING_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 
 Redact = Callable[[str], str]
 RetryAfter = Callable[[httpx.Response], float | None]
@@ -49,7 +58,9 @@ def default_retryable(status: int) -> bool:
 
 
 def body_text(response: httpx.Response) -> str:
-    return response.text[:ANSWER_SHOWN].strip()
+    # Cut well past what is shown: the cut that shows it comes after redaction, so a
+    # secret at this cut could only be partly hidden beyond the part shown.
+    return response.text[: ANSWER_SHOWN * 64].strip()
 
 
 class HttpOptions(SinkConfigBase):
@@ -61,6 +72,9 @@ class HttpOptions(SinkConfigBase):
     basic_username: str | None = None
     basic_password: SecretStr | None = None
     timeout: PositiveDuration = 10.0
+    """Longest wait for any one step of a request (connecting, each read)."""
+    request_deadline: PositiveDuration = DEFAULT_REQUEST_DEADLINE
+    """Longest a whole request may take (a receiver trickling its answer is cut off)."""
     verify: bool = True
     """TLS certificate verification; turn off only for testing (a warning is logged)."""
     ca_file: Path | None = None
@@ -108,6 +122,7 @@ class HttpOptions(SinkConfigBase):
             )
         return http_client(
             timeout=self.timeout,
+            deadline=self.request_deadline,
             headers={"Content-Type": content_type, **self.auth_headers(), **headers},
             auth=auth,
             verify=verify,
@@ -115,17 +130,11 @@ class HttpOptions(SinkConfigBase):
 
 
 def redactor(secrets: Iterable[str]) -> Redact:
-    """Replace each secret in a text by a mask (the longest first, so none shows in part)."""
-    values = sorted({value for value in secrets if len(value) >= 4}, key=len, reverse=True)
-    if not values:
-        return _unchanged
-
-    def redact(text: str) -> str:
-        for value in values:
-            text = text.replace(value, MASK)
-        return text
-
-    return redact
+    """The one redaction (``observability.redact``), told this sink's secrets: a sink built
+    outside the daemon (replay, ``alerts test``, a plugin's tests) masks them too, in every
+    form an echo may take, and so does every other text that leaves the process."""
+    register_secrets(secrets)
+    return redact_everywhere
 
 
 def url_label(url: str) -> str:
@@ -133,21 +142,28 @@ def url_label(url: str) -> str:
     return str(httpx.URL(url).copy_with(query=None, userinfo=b""))
 
 
+_deadlines: weakref.WeakKeyDictionary[httpx.AsyncClient, float] = weakref.WeakKeyDictionary()
+
+
 def http_client(
     *,
     timeout: float,
+    deadline: float = DEFAULT_REQUEST_DEADLINE,
     headers: Mapping[str, str] | None = None,
     auth: httpx.Auth | None = None,
     verify: ssl.SSLContext | bool = True,
 ) -> httpx.AsyncClient:
-    """A client that never follows redirects (a redirect could carry a token elsewhere)."""
-    return httpx.AsyncClient(
+    """A client that never follows redirects (a redirect could carry a token elsewhere);
+    each ``post`` through it must finish within ``deadline`` seconds."""
+    client = httpx.AsyncClient(
         headers={"Content-Type": "application/json", "User-Agent": USER_AGENT, **(headers or {})},
         auth=auth,
         timeout=httpx.Timeout(timeout),
         verify=verify,
         follow_redirects=False,
     )
+    _deadlines[client] = deadline
+    return client
 
 
 async def post(
@@ -168,17 +184,57 @@ async def post(
     ``said`` extracts the destination's own explanation from a refusal (a protobuf
     ``Status``, Loki's plain text, ...); it is quoted, redacted, in the error.
     """
+    deadline = _deadlines.get(http, DEFAULT_REQUEST_DEADLINE)
     try:
-        response = await http.post(url, content=content, headers=headers, params=params)
+        with anyio.fail_after(deadline):
+            response, complete = await _bounded_post(http, url, content, headers, params)
+    except TimeoutError as exc:
+        raise SinkRetryableError(f"{label}: no complete answer within {deadline:g}s") from exc
     except httpx.TimeoutException as exc:
         raise SinkRetryableError(f"{label}: no answer within {http.timeout.read or 0:g}s") from exc
     except httpx.HTTPError as exc:
         raise SinkRetryableError(redact(f"{label}: {type(exc).__name__}: {exc}")) from exc
     status = response.status_code
+    if not complete and 200 <= status < 300:
+        # What a 2xx says it kept may be past the cut; sending again is the safe reading.
+        raise SinkRetryableError(
+            f"{label} answered HTTP {status} with more than {MAX_ANSWER_BYTES:,} bytes (read "
+            "no further), so what it kept is unknown; the batch will be sent again"
+        )
     if 200 <= status < 300:
         return response
-    explanation = redact(said(response)[:ANSWER_SHOWN])
+    # Redacted whole, then cut: a secret cut in two would no longer match.
+    explanation = redact(said(response))[:ANSWER_SHOWN]
     reason = f"{label} answered HTTP {status}" + (f": {explanation}" if explanation else "")
     if retryable(status):
         raise SinkRetryableError(reason, retry_after=retry_after(response))
-    raise SinkRejectedError(reason)
+    raise SinkRejectedError(reason, status=status)
+
+
+async def _bounded_post(
+    http: httpx.AsyncClient,
+    url: str,
+    content: bytes,
+    headers: Mapping[str, str] | None,
+    params: Mapping[str, str] | None,
+) -> tuple[httpx.Response, bool]:
+    """The answer with at most ``MAX_ANSWER_BYTES`` of its body, and whether that was all."""
+    request = http.build_request("POST", url, content=content, headers=headers, params=params)
+    streamed = await http.send(request, stream=True)
+    chunks: list[bytes] = []
+    size = 0
+    complete = True
+    try:
+        async for chunk in streamed.aiter_bytes():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                complete = False
+                break
+    finally:
+        await streamed.aclose()
+    body = b"".join(chunks)[:MAX_ANSWER_BYTES]
+    # The body is decoded already: a copy without the framing headers reads as it is.
+    kept = [(k, v) for k, v in streamed.headers.multi_items() if k.lower() not in _FRAMING_HEADERS]
+    answer = httpx.Response(streamed.status_code, headers=kept, content=body, request=request)
+    return answer, complete

@@ -24,7 +24,7 @@ import msgspec
 from pydantic import SecretStr
 
 from runflow_tail.models import Duration, Entry, PositiveDuration
-from runflow_tail.sinks._http import http_client, post, retry_after_header
+from runflow_tail.sinks._http import http_client, post, redactor, retry_after_header
 from runflow_tail.sinks.base import BatchSettings, SinkConfigBase
 
 DEFAULT_ALERT_TIMEOUT = 10.0
@@ -71,7 +71,7 @@ class AlertPoster:
         self.name = name
         self._url = url
         # A chat webhook URL is its token; PagerDuty's endpoint is public, its key is not.
-        self._secrets = tuple(s for s in ((url if url_is_secret else ""), *secrets) if s)
+        self._redact = redactor(s for s in ((url if url_is_secret else ""), *secrets) if s)
         host = httpx.URL(url).host or "?"
         self.label = f"{self.service} ({host})"
         self._sent: OrderedDict[str, None] = OrderedDict()
@@ -102,14 +102,6 @@ class AlertPoster:
             self._sent[entry.id] = None
             while len(self._sent) > REMEMBERED_SENT:
                 self._sent.popitem(last=False)
-
-    def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "[redacted]")
-            path = httpx.URL(secret).path if secret.startswith("http") else ""
-            if len(path) > 1:
-                text = text.replace(path, "[redacted]")
-        return text
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -89,5 +89,11 @@ class SinkConfigBase(FrozenModel):
         parse_filter(value)
         return value
 
+    def needs_fields(self) -> bool:
+        """Whether the sink decodes entries (``Entry.data()``) rather than ship their bytes.
+        Then the delivery loop decodes each entry first and dead-letters, alone, one that
+        cannot be decoded (invalid UTF-8, absurd nesting), so the sink never sees it."""
+        return True
+
     def build(self, name: str) -> Sink:
         raise NotImplementedError(f"sink type {self.type!r} does not implement build()")

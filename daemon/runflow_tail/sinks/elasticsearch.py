@@ -62,7 +62,8 @@ class ElasticsearchSinkConfig(HttpOptions):
     url: HttpUrl
     """The cluster's base URL, e.g. https://es.example.com:9200 (``/_bulk`` is added)."""
     index: str = DEFAULT_INDEX
-    """Index or data stream name; may use {stream} and {date} (the entry's UTC YYYY.MM.DD)."""
+    """Index or data stream name; may use {stream} (lowercased, as index names must be)
+    and {date} (the entry's UTC YYYY.MM.DD)."""
     api_key: SecretStr | None = None
     """Sent as ``Authorization: ApiKey <api_key>``: Elasticsearch's base64 ``encoded`` key
     (id:key), or an OpenSearch 3.7+ API key."""
@@ -92,6 +93,9 @@ class ElasticsearchSinkConfig(HttpOptions):
         if self.api_key is not None:
             values.append(self.api_key.get_secret_value())
         return values
+
+    def needs_fields(self) -> bool:
+        return False  # each document is the entry's bytes plus @timestamp
 
     def build(self, name: str) -> ElasticsearchSink:
         return ElasticsearchSink(self, name=name)
@@ -170,8 +174,9 @@ class ElasticsearchSink:
         for entry in batch:
             seconds, fraction = divmod(entry.timestamp_ns, 1_000_000_000)
             date = time.gmtime(seconds)
+            # Index names are lowercase only; stream names may have capitals.
             index = fixed_index or self._config.index.format(
-                stream=entry.stream, date=time.strftime("%Y.%m.%d", date)
+                stream=entry.stream.lower(), date=time.strftime("%Y.%m.%d", date)
             )
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S", date) + f".{fraction:09d}Z"
             parts.append(_ENCODE.encode({"create": {"_index": index, "_id": entry.id}}))

@@ -1,12 +1,20 @@
 """The file sink: JSON Lines, each entry's bytes exactly as the API sent them.
 
 Exactly once across crashes without help from the delivery loop: before a batch is
-written, the sink records a small *intent* beside the file (which files the batch
+written, the sink records a small *intent* in its directory (which files the batch
 touches, their sizes before it, and the batch's seq range). After a crash, the first
 batch re-sent starts where the crashed one did; if its first seq is the intent's, the
 crashed batch was never committed, so each file is cut back to its recorded size and
 the batch is written whole. If the batch is later than the intent, the crashed batch
 had been committed and the intent is simply dropped.
+
+On a shared machine the sink trusts nothing it did not make: the intent record is
+created anew for each batch (``O_EXCL | O_NOFOLLOW``, mode 0600), and on restart it is
+believed only if this user owns it, and only for files under the sink's directory that
+this user owns. Output files are opened without following symbolic links unless
+``follow_symlinks = true``. Every file the sink creates gets ``mode`` exactly (rotated and
+compressed ones too), whatever the umask; directories it creates get the same bits plus
+search where read is granted.
 """
 
 from __future__ import annotations
@@ -21,12 +29,13 @@ from typing import Literal
 
 import anyio
 import msgspec
-from pydantic import Field
+from pydantic import field_validator
 
-from runflow_tail.errors import SinkRetryableError
-from runflow_tail.models import Entry, PositiveDuration
+from runflow_tail.errors import SinkRejectedError, SinkRetryableError
+from runflow_tail.models import Entry, FileMode, PositiveDuration
 from runflow_tail.observability import get_logger
 from runflow_tail.sinks.base import BatchSettings, SinkConfigBase
+from runflow_tail.sinks.file_paths import PathTemplate, check_template
 from runflow_tail.sinks.rotation import RotationSettings, needs_rotation, rotate
 
 DEFAULT_FILE_MODE = 0o640
@@ -39,8 +48,10 @@ class FileSinkConfig(SinkConfigBase):
     type: Literal["file"] = "file"
     path: Path
     """Where to write; may contain {stream}, {run_id} and {date} (UTC, YYYY-MM-DD)."""
-    mode: int = Field(DEFAULT_FILE_MODE, ge=0, le=0o777)
+    mode: FileMode = DEFAULT_FILE_MODE
     """Permission bits for new files (0640 by default: the group may read, others not)."""
+    follow_symlinks: bool = False
+    """Write through a symbolic link at the output path (off: such a path is an error)."""
     fsync: Literal["batch", "interval", "never"] = "batch"
     fsync_interval: PositiveDuration = 1.0
     rotate: RotationSettings = RotationSettings()
@@ -48,6 +59,16 @@ class FileSinkConfig(SinkConfigBase):
     batch: BatchSettings | bool = BatchSettings(max_events=10_000)
     # Large batches (still capped at 4 MiB): one write, one fsync and one offset commit
     # per batch, and the offset commit waits its turn behind the poller's page commits.
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _path_is_a_safe_template(cls, value: object) -> object:
+        if isinstance(value, str | Path):
+            check_template(str(value))
+        return value
+
+    def needs_fields(self) -> bool:
+        return False  # bytes as received; {run_id} is read leniently (file_paths)
 
     def build(self, name: str) -> FileSink:
         return FileSink(self, name=name)
@@ -62,13 +83,13 @@ class _Intent(msgspec.Struct):
 class FileSink:
     def __init__(self, config: FileSinkConfig, *, name: str) -> None:
         self._config = config
-        self._template = str(config.path)
-        self._templated = "{" in self._template
-        anchor = Path(self._template.split("{", 1)[0] or ".")
-        intent_dir = anchor.parent if self._templated else config.path.parent
-        self._intent_path = intent_dir / f".{name}{INTENT_SUFFIX}"
+        self._paths = PathTemplate(str(config.path))
+        self._intent_path = self._paths.directory / f".{name}{INTENT_SUFFIX}"
         self._intent_checked = False
         self._last_fsync = 0.0
+        self._mode = config.mode
+        self._dir_mode = config.mode | ((config.mode & 0o444) >> 2) | 0o700
+        self._nofollow = 0 if config.follow_symlinks else os.O_NOFOLLOW
 
     async def send(self, batch: Sequence[Entry]) -> None:
         await anyio.to_thread.run_sync(self._write_batch, batch)
@@ -76,28 +97,27 @@ class FileSink:
     async def aclose(self) -> None:
         return None
 
-    def _path_for(self, entry: Entry) -> str:
-        if not self._templated:
-            return self._template
-        data = entry.data() if "{run_id}" in self._template else {}
-        return self._template.format(
-            stream=entry.stream,
-            run_id=str(data.get("run_id") or "unknown"),
-            date=time.strftime("%Y-%m-%d", time.gmtime(entry.timestamp_ns // 1_000_000_000)),
-        )
-
     def _write_batch(self, batch: Sequence[Entry]) -> None:
-        if not self._intent_checked:
-            self._recover(batch[0].seq)
-        lines: dict[str, list[bytes]] = {}
-        if self._templated:
-            for entry in batch:
-                lines.setdefault(self._path_for(entry), []).append(entry.raw)
-        else:
-            lines[self._template] = [entry.raw for entry in batch]
-        self._rotate_if_due(lines)
-        sizes = {path: _size(path) for path in lines}
-        self._write_intent(_Intent(batch[0].seq, batch[-1].seq, sizes))
+        # Any OS error names its file and what to do; the delivery loop retries (a full
+        # disk or a permission problem stalls only this sink, until it can write again).
+        where = str(self._paths.directory)
+        try:
+            if not self._intent_checked:
+                where = str(self._intent_path)
+                self._recover(batch[0].seq)
+            lines: dict[str, list[bytes]] = {}
+            try:
+                for entry in batch:
+                    lines.setdefault(self._paths.path_for(entry), []).append(entry.raw)
+            except ValueError as exc:
+                raise SinkRejectedError(f"file sink path: {exc}") from exc
+            self._rotate_if_due(lines)
+            sizes = {path: self._size(path) for path in lines}
+            where = str(self._intent_path)
+            self._write_intent(_Intent(batch[0].seq, batch[-1].seq, sizes))
+        except OSError as exc:
+            raise SinkRetryableError(describe_os_error(exc, exc.filename or where)) from exc
+        path = ""
         try:
             for path, chunk in lines.items():
                 # One copy of the batch, not one per entry and another to join them (the
@@ -106,9 +126,10 @@ class FileSink:
                 self._append(path, b"\n".join(chunk))
         except OSError as exc:
             # Leave the files as they were before this batch: the retry writes it whole.
-            for path, size in sizes.items():
-                _truncate_to(path, size)
-            raise SinkRetryableError(_describe_os_error(exc, path)) from exc
+            for written, size in sizes.items():
+                with contextlib.suppress(OSError):
+                    self._truncate_to(written, size)
+            raise SinkRetryableError(describe_os_error(exc, exc.filename or path)) from exc
 
     def _rotate_if_due(self, lines: dict[str, list[bytes]]) -> None:
         settings = self._config.rotate
@@ -118,15 +139,44 @@ class FileSink:
         for path, chunk in lines.items():
             incoming = sum(len(line) + 1 for line in chunk)
             if needs_rotation(Path(path), incoming, settings, now):
-                try:
-                    moved = rotate(Path(path), settings, now)
-                except OSError as exc:
-                    raise SinkRetryableError(_describe_os_error(exc, path)) from exc
+                moved = rotate(Path(path), settings, now, mode=self._mode)
                 log.info("sink.file_rotated", path=path, rotated_to=str(moved))
 
+    def _size(self, path: str) -> int:
+        try:
+            return Path(path).stat(follow_symlinks=not self._nofollow).st_size
+        except FileNotFoundError:
+            return 0
+
+    def _make_directory(self, directory: Path) -> None:
+        missing: list[Path] = []
+        while not directory.exists():
+            missing.append(directory)
+            if directory.parent == directory:
+                break
+            directory = directory.parent
+        for created in reversed(missing):
+            try:
+                created.mkdir(mode=self._dir_mode)
+            except FileExistsError:
+                continue
+            created.chmod(self._dir_mode)  # exactly, whatever the umask
+
+    def _open_for_append(self, path: str) -> int:
+        flags = os.O_WRONLY | os.O_APPEND | self._nofollow
+        try:
+            return os.open(path, flags)
+        except FileNotFoundError:
+            self._make_directory(Path(path).parent)
+        try:
+            descriptor = os.open(path, flags | os.O_CREAT | os.O_EXCL, self._mode)
+        except FileExistsError:
+            return os.open(path, flags)  # created meanwhile (logrotate's create)
+        os.fchmod(descriptor, self._mode)
+        return descriptor
+
     def _append(self, path: str, payload: bytes) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, self._config.mode)
+        descriptor = self._open_for_append(path)
         try:
             view = memoryview(payload)
             while view:
@@ -148,8 +198,14 @@ class FileSink:
         return False
 
     def _write_intent(self, intent: _Intent) -> None:
-        self._intent_path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(self._intent_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._make_directory(self._intent_path.parent)
+        # Made anew each time (never opened through whatever sits at its name): unlink
+        # removes a link itself, and O_EXCL | O_NOFOLLOW refuse anything planted meanwhile.
+        with contextlib.suppress(FileNotFoundError):
+            self._intent_path.unlink()
+        descriptor = os.open(
+            self._intent_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600
+        )
         try:
             os.write(descriptor, msgspec.json.encode(intent))
             if self._config.fsync == "batch":
@@ -159,36 +215,87 @@ class FileSink:
 
     def _recover(self, first_seq: int) -> None:
         """Undo the part of a batch that a crash left written but uncommitted."""
+        intent = self._read_intent()
         self._intent_checked = True
-        try:
-            intent = msgspec.json.decode(self._intent_path.read_bytes(), type=_Intent)
-        except (FileNotFoundError, msgspec.DecodeError):
-            intent = None
         if intent is not None and intent.first_seq == first_seq:
             for path, size in intent.sizes.items():
-                _truncate_to(path, size)
-        if not self._templated:
-            _repair_torn_line(self._template)
+                if not self._paths.holds(path):
+                    log.warning(
+                        "sink.file_intent_path_ignored",
+                        intent=str(self._intent_path),
+                        path=path,
+                        reason="not under the sink's directory; left untouched",
+                    )
+                    continue
+                self._truncate_to(path, size)
+        if not self._paths.templated:
+            self._repair_torn_line(self._paths.template)
 
+    def _read_intent(self) -> _Intent | None:
+        """The intent record, if this user made it (a record someone else planted is
+        ignored: it could name any file)."""
+        try:
+            descriptor = os.open(self._intent_path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            log.warning(
+                "sink.file_intent_ignored",
+                intent=str(self._intent_path),
+                reason="a symbolic link, not a record this sink wrote",
+            )
+            return None
+        try:
+            if not self._owned_regular(descriptor):
+                log.warning(
+                    "sink.file_intent_ignored",
+                    intent=str(self._intent_path),
+                    reason=f"not a regular file owned by this user (uid {os.geteuid()})",
+                )
+                return None
+            with os.fdopen(os.dup(descriptor), "rb") as handle:
+                content = handle.read(1024 * 1024)
+        finally:
+            os.close(descriptor)
+        try:
+            return msgspec.json.decode(content, type=_Intent)
+        except msgspec.DecodeError:
+            return None
 
-def _size(path: str) -> int:
-    try:
-        return Path(path).stat().st_size
-    except FileNotFoundError:
-        return 0
+    @staticmethod
+    def _owned_regular(descriptor: int) -> bool:
+        status = os.fstat(descriptor)
+        return status.st_uid == os.geteuid() and (status.st_mode & 0o170000) == 0o100000
 
+    def _truncate_to(self, path: str, size: int) -> None:
+        """Cut ``path`` back to ``size``: never extend (logrotate's copytruncate may have
+        emptied it meanwhile), never through a link, only a file this user owns."""
+        try:
+            descriptor = os.open(path, os.O_WRONLY | self._nofollow)
+        except FileNotFoundError:
+            return
+        try:
+            if not self._owned_regular(descriptor):
+                log.warning(
+                    "sink.file_truncate_refused",
+                    path=path,
+                    reason=f"not a regular file owned by this user (uid {os.geteuid()})",
+                )
+                return
+            if os.fstat(descriptor).st_size > size:
+                os.ftruncate(descriptor, size)
+        finally:
+            os.close(descriptor)
 
-def _truncate_to(path: str, size: int) -> None:
-    # Never extend: logrotate's copytruncate may have emptied the file meanwhile.
-    with contextlib.suppress(FileNotFoundError):
-        if Path(path).stat().st_size > size:
-            os.truncate(path, size)
-
-
-def _repair_torn_line(path: str) -> None:
-    """Cut an unterminated last line so the file stays valid JSON Lines."""
-    try:
-        with Path(path).open("rb+") as handle:
+    def _repair_torn_line(self, path: str) -> None:
+        """Cut an unterminated last line so the file stays valid JSON Lines."""
+        try:
+            descriptor = os.open(path, os.O_RDWR | self._nofollow)
+        except FileNotFoundError:
+            return
+        with os.fdopen(descriptor, "rb+") as handle:
             end = handle.seek(0, os.SEEK_END)
             if end == 0:
                 return
@@ -206,15 +313,27 @@ def _repair_torn_line(path: str) -> None:
                     handle.truncate(position + newline + 1)
                     return
             handle.truncate(0)
-    except FileNotFoundError:
-        return
 
 
-def _describe_os_error(exc: OSError, path: str) -> str:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+def describe_os_error(exc: OSError, path: str) -> str:
+    """An OS error as one line: which file, what happened, what to do."""
+    code = exc.errno
+    if code in (errno.ENOSPC, errno.EDQUOT):
         return f"cannot write {path}: the disk is full; will retry"
-    if exc.errno == errno.EFBIG:
+    if code == errno.EFBIG:
         return f"cannot write {path}: the file size limit is reached; will retry"
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return f"cannot write {path}: permission denied; fix the file's permissions"
+    if code in (errno.EACCES, errno.EPERM):
+        return (
+            f"cannot write {path}: permission denied (the daemon runs as uid {os.geteuid()}); "
+            "fix the permissions of the file or its directory; will retry"
+        )
+    if code == errno.EROFS:
+        return f"cannot write {path}: the file system is read-only; will retry"
+    if code == errno.ELOOP:
+        return (
+            f"cannot write {path}: it is a symbolic link, which the file sink does not follow "
+            "(set follow_symlinks = true to allow it); will retry"
+        )
+    if code == errno.EISDIR:
+        return f"cannot write {path}: it is a directory; will retry"
     return f"cannot write {path}: {exc.strerror or exc}; will retry"

@@ -9,8 +9,10 @@ fields as structured metadata (``line = "message"``, Loki 3 or
 
 Redelivery: Loki drops an entry whose timestamp and line equal one already in the same
 stream (while its chunk is open), so a batch re-sent after a crash or a timeout adds
-nothing. A 400 means Loki stored the rest of the request and refused some lines for good
-(too old, too long, bad labels): never retried, dead-lettered with Loki's message.
+nothing (entry lines hold the unique id; ``line = "message"`` lines do not, and lose
+distinct entries that say the same thing at the same instant: documented, not hidden).
+A 400 means Loki stored the rest of the request and refused some lines for good (too old,
+too long, bad labels): never retried, dead-lettered with Loki's message.
 """
 
 from __future__ import annotations
@@ -53,7 +55,9 @@ class LokiSinkConfig(HttpOptions):
     """Labels taken from each entry: level (level_code), stream (ours), flow (run.flow_id)."""
     line: Literal["entry", "message"] = "entry"
     """The log line: the entry as the API sent it, or its message (the rest then goes into
-    structured metadata)."""
+    structured metadata). Loki drops a line whose timestamp and text it already holds in
+    the stream, so with "message" two entries saying the same thing at the same instant
+    keep only one."""
     structured_metadata: bool = False
     """With line = "entry": also attach id and run_id as structured metadata."""
     compression: Literal["gzip", "none"] = "gzip"
@@ -71,6 +75,9 @@ class LokiSinkConfig(HttpOptions):
             if not label_value:
                 raise ValueError(f"label {name!r} needs a value (Loki drops empty labels)")
         return value
+
+    def needs_fields(self) -> bool:
+        return bool(self.label_fields) or self.line == "message" or self.structured_metadata
 
     def build(self, name: str) -> LokiSink:
         return LokiSink(self, name=name)

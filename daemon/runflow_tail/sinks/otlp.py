@@ -116,10 +116,11 @@ class OtlpSink:
                 said=self._said,
             )
         except SinkRejectedError as exc:
-            if "HTTP 413" in str(exc):
+            if exc.status == 413:
                 raise SinkRejectedError(
                     f"{exc} (the request is too large: lower [sinks.NAME.batch] max_events "
-                    "or max_bytes, then replay the dead letter)"
+                    "or max_bytes, then replay the dead letter)",
+                    status=exc.status,
                 ) from exc
             raise
         rejected, message = self._proto.partial_success(response.content, json=self._json)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import os
 import shutil
 import time
 from pathlib import Path
@@ -43,8 +44,8 @@ def needs_rotation(path: Path, incoming: int, settings: RotationSettings, now: f
     return False
 
 
-def rotate(path: Path, settings: RotationSettings, now: float) -> Path:
-    """Move ``path`` aside; returns where it went (compressed if asked)."""
+def rotate(path: Path, settings: RotationSettings, now: float, *, mode: int = 0o640) -> Path:
+    """Move ``path`` aside; returns where it went (compressed if asked, with ``mode``)."""
     # Microseconds keep names unique and in order even after pruning freed older names.
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{now % 1:.6f}"[1:] + "Z"
     target = path.with_name(f"{path.name}.{stamp}")
@@ -54,15 +55,25 @@ def rotate(path: Path, settings: RotationSettings, now: float) -> Path:
         serial += 1
     path.rename(target)
     if settings.compress:
-        target = _compress(target)
+        target = _compress(target, mode)
     _prune(path, settings.keep)
     return target
 
 
-def _compress(source: Path) -> Path:
+def _compress(source: Path, mode: int) -> Path:
     compressed = source.with_name(source.name + ".gz")
     partial = source.with_name(source.name + ".gz.partial")
-    with source.open("rb") as raw, gzip.open(partial, "wb") as packed:
+    with contextlib.suppress(FileNotFoundError):
+        partial.unlink()  # left by a crash mid-compression
+    # The sink's mode exactly, whatever the umask; never through a planted link.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    descriptor = os.open(partial, flags, mode)
+    os.fchmod(descriptor, mode)
+    with (
+        source.open("rb") as raw,
+        os.fdopen(descriptor, "wb") as out,
+        gzip.GzipFile(filename=source.name, mode="wb", fileobj=out) as packed,
+    ):
         shutil.copyfileobj(raw, packed, 1024 * 1024)
     partial.rename(compressed)
     source.unlink()

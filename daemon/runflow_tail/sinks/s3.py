@@ -92,6 +92,9 @@ class S3SinkConfig(SinkConfigBase):
             raise ValueError(f"the s3 sink needs the obstore package: {EXTRA_HINT}")
         return self
 
+    def needs_fields(self) -> bool:
+        return False  # JSON Lines of the entries' bytes
+
     def build(self, name: str) -> S3Sink:
         return S3Sink(self, name=name)
 

@@ -48,6 +48,9 @@ class StdoutSinkConfig(SinkConfigBase):
     """Which `meta` keys `pretty` shows (default: all)."""
     batch: BatchSettings = BatchSettings(max_events=500)
 
+    def needs_fields(self) -> bool:
+        return self.format != "json"  # JSON Lines are the entries' bytes
+
     def build(self, name: str) -> StdoutSink:
         return StdoutSink(self, sys.stdout.buffer)
 
@@ -117,13 +120,20 @@ def _logfmt_value(value: Any) -> str:
     return msgspec.json.encode(text).decode()
 
 
+_LABEL_WIDTH_MAX = 24
+
+
 class PrettyRenderer:
-    """``12:04:05.123 ERROR  7f3a9c21 message  node=llm step=3`` with levels in color."""
+    """``12:04:05.123 ERROR  7f3a9c21 message  node=llm step=3`` with levels in color; an
+    entry that carries its run (the stream fetches ``run``) also shows the run's label,
+    ``[its model's name]``, beside the short run id: the API gives runs no name of their own."""
 
     def __init__(self, *, utc: bool, color: bool, meta_keys: tuple[str, ...] | None) -> None:
         self._utc = utc
         self._color = color
         self._meta_keys = meta_keys
+        self._label_width = 0
+        """The widest label so far: labels line up without knowing every run ahead."""
 
     def render(self, entry: Entry) -> bytes:
         data = entry.data()
@@ -137,17 +147,25 @@ class PrettyRenderer:
             keys = self._meta_keys if self._meta_keys is not None else tuple(meta)
             details = " ".join(f"{key}={_logfmt_value(meta[key])}" for key in keys if key in meta)
         stamp = self._clock(entry.timestamp_ns)
+        label = run_label(data.get("run"))
+        if label:
+            if len(label) > _LABEL_WIDTH_MAX:
+                label = label[: _LABEL_WIDTH_MAX - 1] + "…"
+            label = f"[{label}]"
+            self._label_width = max(self._label_width, len(label))
+            label = label.ljust(self._label_width)
         level_text = f"{level.upper():<7}"
         if self._color:
             style = _LEVEL_STYLE.get(level.lower(), "")
             level_text = f"{style}{level_text}{_RESET}"
             stamp = f"{_DIM}{stamp}{_RESET}"
             short_run = f"{_DIM}{short_run}{_RESET}"
+            label = f"{_BOLD}{label}{_RESET}" if label else ""
             if level.lower() in _ERROR_LEVELS:
                 message = f"{_BOLD}{message}{_RESET}"
             if details:
                 details = f"{_DIM}{details}{_RESET}"
-        line = f"{stamp} {level_text} {short_run} {message}"
+        line = f"{stamp} {level_text} {short_run} {label + ' ' if label else ''}{message}"
         if details:
             line += f"  {details}"
         return (line + "\n").encode("utf-8", "replace")
@@ -157,3 +175,11 @@ class PrettyRenderer:
         parts = time.gmtime(seconds) if self._utc else time.localtime(seconds)
         suffix = "Z" if self._utc else ""
         return time.strftime("%H:%M:%S", parts) + f".{remainder // 1_000_000:03d}{suffix}"
+
+
+def run_label(run: Any) -> str:
+    """What a person calls a run: its model's name (the current run schema embeds the
+    model; the older one only has ids, so no label)."""
+    model = run.get("model") if isinstance(run, Mapping) else None
+    name = model.get("name") if isinstance(model, Mapping) else None
+    return name.strip() if isinstance(name, str) else ""

@@ -32,7 +32,7 @@ import anyio.abc
 from anyio.streams.tls import TLSStream
 from pydantic import Field, field_validator
 
-from runflow_tail.errors import SinkRetryableError
+from runflow_tail.errors import SinkPartiallyRejectedError, SinkRetryableError
 from runflow_tail.models import Entry, PositiveDuration
 from runflow_tail.sinks.base import BatchSettings, SinkConfigBase
 
@@ -77,7 +77,9 @@ class SyslogSinkConfig(SinkConfigBase):
     bom: bool = True
     """Start MSG with the UTF-8 BOM, as RFC 5424 section 6.4 asks."""
     max_message_bytes: int = Field(8192, ge=480, le=UDP_MAX)
-    """Longer messages are cut (on a character boundary); RFC 5425 receivers accept 8192."""
+    """Longer messages are cut (on a character boundary); RFC 5425 receivers accept 8192.
+    With body = "entry" an entry that does not fit is a dead letter instead (cut JSON is
+    no entry)."""
     ca_file: Path | None = None
     """TLS: trust this CA instead of the system's."""
     verify: bool = True
@@ -159,6 +161,10 @@ class SyslogFormatter:
         prefix = header + (BOM if self._config.bom else b"")
         return prefix + _cut(text, max(0, self._limit - len(prefix)))
 
+    def was_cut(self, entry: Entry, message: bytes) -> bool:
+        """Whether ``message`` had to leave part of ``entry`` out (``body = "entry"``)."""
+        return not message.endswith(entry.raw)
+
     def frame(self, message: bytes) -> bytes:
         if self._config.framing == "lf":
             return message + b"\n"
@@ -187,7 +193,16 @@ class SyslogSink:
         return f"SyslogSink({self._where!r})"
 
     async def send(self, batch: Sequence[Entry]) -> None:
-        messages = [self._format.message(entry) for entry in batch]
+        messages: list[bytes] = []
+        too_long: list[Entry] = []
+        for entry in batch:
+            message = self._format.message(entry)
+            # A cut message is fine for a human's text, not for an entry's JSON, which
+            # must arrive whole or not at all: that one becomes a dead letter.
+            if self._config.body == "entry" and self._format.was_cut(entry, message):
+                too_long.append(entry)
+            else:
+                messages.append(message)
         try:
             with anyio.fail_after(self._config.timeout):
                 if self._config.transport == "udp":
@@ -202,6 +217,15 @@ class SyslogSink:
             raise SinkRetryableError(
                 f"{self._where}: no progress within {self._config.timeout:g}s"
             ) from exc
+        if too_long:
+            raise SinkPartiallyRejectedError(
+                f"{len(too_long)} entr{'y is' if len(too_long) == 1 else 'ies are'} longer "
+                f"than max_message_bytes ({self._config.max_message_bytes}) with "
+                'body = "entry"; raise max_message_bytes (and the receiver\'s limit) to '
+                "send them",
+                rejected=too_long,
+                accepted=len(messages),
+            )
 
     async def _send_stream(self, messages: list[bytes]) -> None:
         if self._stream is not None and _peer_closed(self._stream):

@@ -53,6 +53,9 @@ class WebhookSinkConfig(HttpOptions):
             signing_key(value)
         return value
 
+    def needs_fields(self) -> bool:
+        return False  # the entries' bytes, as received
+
     def build(self, name: str) -> WebhookSink:
         return WebhookSink(self, name=name)
 

@@ -1,0 +1,123 @@
+"""The journal's schema and statement shapes: migrations, tuning, the bulk insert.
+
+Each migration runs once; every step a journal needs runs in one transaction (an upgrade
+happens whole or not at all), and ``PRAGMA user_version`` records the schema a journal
+has; a journal written by a newer runflow-tail is refused, not changed.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+
+WRITER_AUTOCHECKPOINT_PAGES = 16384
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
+SCHEMA_VERSION = 5
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE entries (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        stream TEXT NOT NULL,
+        id TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        raw BLOB NOT NULL,
+        UNIQUE (stream, id)
+    );
+    CREATE TABLE cursors (
+        stream TEXT PRIMARY KEY,
+        watermark INTEGER,
+        floor INTEGER,
+        strategy TEXT,
+        api_cursor TEXT,
+        fingerprint TEXT NOT NULL,
+        last_id TEXT,
+        updated_at REAL NOT NULL,
+        health_error TEXT,
+        last_success_at REAL
+    );
+    CREATE TABLE sink_offsets (
+        sink TEXT PRIMARY KEY,
+        offset INTEGER NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE dead_letters (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        sink TEXT NOT NULL,
+        first_seq INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        entries BLOB NOT NULL
+    );
+    CREATE INDEX dead_letters_by_sink ON dead_letters (sink, id);
+    """,
+    # The batch a sink was sending when it stopped, so it is re-sent with the same
+    # boundaries (and idempotency keys) after a restart.
+    2: "ALTER TABLE sink_offsets ADD COLUMN pending INTEGER",
+    # The alert engine's rule state (window matches, cooldowns, open incidents, pending
+    # digests), one row per rule and group, written with its offset and its alerts.
+    3: """
+    CREATE TABLE alert_state (
+        rule TEXT NOT NULL,
+        group_key TEXT NOT NULL,
+        state BLOB NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (rule, group_key)
+    )
+    """,
+    # Entries dead-lettered alone (one a sink cannot decode, one no sink can order) are
+    # kept once per sink however often they come again. NULL for batches: never equal.
+    4: """
+    ALTER TABLE dead_letters ADD COLUMN entry_key TEXT;
+    CREATE UNIQUE INDEX dead_letters_by_entry ON dead_letters (sink, entry_key)
+    """,
+    # De-duplicate by (stream, ts, id): the same re-reads, inserts at the index's end (see
+    # store.py's docstring). SQLite cannot change a constraint, so the table is rebuilt;
+    # AUTOINCREMENT's record moves with it, so no seq is ever given twice.
+    5: """
+    CREATE TABLE entries_by_time (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        stream TEXT NOT NULL,
+        id TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        raw BLOB NOT NULL,
+        UNIQUE (stream, ts, id)
+    );
+    INSERT INTO entries_by_time (seq, stream, id, ts, raw)
+        SELECT seq, stream, id, ts, raw FROM entries ORDER BY seq;
+    DELETE FROM sqlite_sequence WHERE name = 'entries_by_time';
+    INSERT INTO sqlite_sequence (name, seq) SELECT 'entries_by_time', max(
+        coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'entries'), 0),
+        coalesce((SELECT max(seq) FROM entries), 0)
+    );
+    DROP TABLE entries;
+    ALTER TABLE entries_by_time RENAME TO entries
+    """,
+}
+
+
+ROWS_PER_STATEMENT = 1024
+"""Rows per INSERT statement (5 parameters each), unless SQLite was built with a lower
+limit. Each statement is one GIL handoff."""
+SMALL_STATEMENT_ROWS = 64
+"""For the few entries of a live poll: padding them to a large statement would waste
+binding work on every poll."""
+_PADDING_ROW = (0, None, None, None, None)
+
+
+@functools.lru_cache(maxsize=4)
+def _insert_sql(rows: int) -> str:
+    values = ",".join(["(?,?,?,?,?)"] * rows)
+    # Only placeholders are interpolated, never data.
+    return f"INSERT OR IGNORE INTO entries (seq, stream, id, ts, raw) VALUES {values}"  # noqa: S608
+
+
+def _tune(db: sqlite3.Connection) -> None:
+    # The de-duplication index's hot pages stay in memory.
+    db.execute("PRAGMA cache_size=-8192")
+    db.execute("PRAGMA temp_store=MEMORY")
+
+
+class _NewerSchema(sqlite3.DatabaseError):
+    """Written by a newer runflow-tail: upgrading is the way out, not a reset."""
