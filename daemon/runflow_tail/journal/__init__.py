@@ -115,7 +115,8 @@ class Journal:
             try:
                 result = await anyio.to_thread.run_sync(call, limiter=limiter)
             except sqlite3.Error as exc:
-                meaning = translated(self._store.path, exc)
+                path = self._store.path
+                meaning = exc if path is None else translated(path, exc)
                 if not isinstance(meaning, JournalDiskFull):
                     if meaning is exc:
                         raise

@@ -7,22 +7,37 @@ method keeps the SQLite store's meaning, transaction for transaction.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Protocol
 
 from runflow_tail.journal.dead_letters import DeadLetter
 from runflow_tail.journal.recent import Appended
 from runflow_tail.journal.store import CursorState
-from runflow_tail.models import Entry, FetchedEntry
+from runflow_tail.models import Entry, FetchedEntry, RejectedEntry
 
 
 class Store(Protocol):
+    @property
+    def path(self) -> Path | None:
+        """The journal's file (SQLite: where its errors point); None for a database."""
+        ...
+
     def close(self) -> None: ...
 
     # -- streams
     def load_cursor(self, stream: str) -> CursorState | None: ...
-    def save_cursor(self, stream: str, state: CursorState) -> None: ...
+    def save_cursor(
+        self, stream: str, state: CursorState, *, health_only: bool = False
+    ) -> None: ...
     def list_cursors(self) -> dict[str, CursorState]: ...
-    def append(self, stream: str, rows: Iterable[FetchedEntry], state: CursorState) -> Appended: ...
+    def append(
+        self,
+        stream: str,
+        rows: Iterable[FetchedEntry],
+        state: CursorState,
+        rejected: Sequence[RejectedEntry] = (),
+        sinks: Sequence[str] = (),
+    ) -> Appended: ...
 
     # -- sinks
     def max_seq(self) -> int: ...
@@ -44,6 +59,7 @@ class Store(Protocol):
     def checkpoint(self) -> None: ...
     def backlog(self, seq: int, streams: Sequence[str]) -> int: ...
     def dead_letter(self, sink: str, batch: Sequence[Entry], reason: str, end: int) -> None: ...
+    def dead_letter_entries(self, sink: str, entries: Sequence[tuple[Entry, str]]) -> int: ...
 
     # -- the alert engine
     def load_alert_state(self) -> dict[tuple[str, str], bytes]: ...

@@ -33,7 +33,7 @@ from psycopg import sql
 from runflow_tail.errors import StateError
 from runflow_tail.postgres.connection import Database
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FENCE_REFUSED = "RF001"
 
 _MIGRATIONS: dict[int, str] = {
@@ -121,6 +121,16 @@ _MIGRATIONS: dict[int, str] = {
         END IF;
     END
     $$;
+    """,
+    # As the SQLite journal's migration 4: entries dead-lettered alone (one a sink cannot
+    # decode, one the poller cannot order) are kept once per sink, by a key; batches stay
+    # unique by their range (several rejected entries of one page share a position).
+    2: """
+    ALTER TABLE dead_letters ADD COLUMN entry_key text;
+    ALTER TABLE dead_letters DROP CONSTRAINT dead_letters_sink_first_seq_last_seq_key;
+    CREATE UNIQUE INDEX dead_letters_by_range ON dead_letters (sink, first_seq, last_seq)
+        WHERE entry_key IS NULL;
+    CREATE UNIQUE INDEX dead_letters_by_entry ON dead_letters (sink, entry_key);
     """,
 }
 

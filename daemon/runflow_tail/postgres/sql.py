@@ -79,6 +79,15 @@ ON CONFLICT (stream) DO UPDATE SET
     last_success_at = EXCLUDED.last_success_at, updated_at = EXCLUDED.updated_at
 """
 
+SAVE_HEALTH = b"""
+INSERT INTO cursors (stream, fingerprint, watermark, floor, strategy, api_cursor, last_id,
+                     health_error, last_success_at, updated_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (stream) DO UPDATE SET
+    health_error = EXCLUDED.health_error, last_success_at = EXCLUDED.last_success_at,
+    updated_at = EXCLUDED.updated_at
+"""
+
 OFFSETS = b'SELECT sink, "offset" FROM sink_offsets'
 
 ENSURE_OFFSETS = b"""
@@ -170,7 +179,27 @@ SELECT count(*) FROM gone
 ADD_DEAD_LETTER = b"""
 INSERT INTO dead_letters (sink, first_seq, last_seq, reason, created_at, entries)
 VALUES (%s, %s, %s, %s, %s, %s)
-ON CONFLICT (sink, first_seq, last_seq) DO NOTHING
+ON CONFLICT (sink, first_seq, last_seq) WHERE entry_key IS NULL DO NOTHING
+"""
+
+ADD_ENTRY_LETTERS = b"""
+INSERT INTO dead_letters (sink, first_seq, last_seq, reason, created_at, entries, entry_key)
+SELECT %(sink)s, u.seq, u.seq, u.reason, %(now)s, u.entries, u.entry_key
+  FROM unnest(%(seqs)b::int8[], %(reasons)b::text[], %(payloads)b::bytea[], %(keys)b::text[])
+       AS u(seq, reason, entries, entry_key)
+ON CONFLICT (sink, entry_key) DO NOTHING
+"""
+
+ADD_REJECTED = b"""
+-- the head is locked first, as the page's own insert does (schema.py): the position is
+-- exact, and the transaction still goes in one round trip
+INSERT INTO dead_letters (sink, first_seq, last_seq, reason, created_at, entries, entry_key)
+SELECT s.sink, h.last_seq, h.last_seq, u.reason, %(now)s, u.entries, u.entry_key
+  FROM (SELECT last_seq FROM journal_head FOR UPDATE) AS h,
+       unnest(%(sinks)b::text[]) AS s(sink),
+       unnest(%(reasons)b::text[], %(payloads)b::bytea[], %(keys)b::text[])
+       AS u(reason, entries, entry_key)
+ON CONFLICT (sink, entry_key) DO NOTHING
 """
 
 DEAD_LETTERS = b"""

@@ -23,22 +23,26 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import psycopg
 
 from runflow_tail.journal.recent import Appended
 from runflow_tail.journal.store import CursorState
-from runflow_tail.models import Entry, FetchedEntry
+from runflow_tail.models import Entry, FetchedEntry, RejectedEntry
 from runflow_tail.ownership import sink_lease, stream_lease
 from runflow_tail.postgres import sql
 from runflow_tail.postgres.connection import Database, is_transient, unavailable
 from runflow_tail.postgres.fences import Fences
 from runflow_tail.postgres.schema import migrate
 from runflow_tail.postgres.sessions import guarded, transaction
-from runflow_tail.postgres.store_alerts import AlertsAndLetters
+from runflow_tail.postgres.store_alerts import AlertsAndLetters, encode_letter
 
 
 class PostgresStore(AlertsAndLetters):
+    path: Path | None = None
+    """No file: the journal's SQLite errors (a full disk, a damaged file) never come from here."""
+
     def __init__(self, database: Database, fences: Fences) -> None:
         self.database = database
         self.fences = fences
@@ -71,13 +75,17 @@ class PostgresStore(AlertsAndLetters):
         return {row[0]: CursorState(*row[1:]) for row in rows}
 
     @guarded
-    def save_cursor(self, stream: str, state: CursorState) -> None:
+    def save_cursor(self, stream: str, state: CursorState, *, health_only: bool = False) -> None:
+        """Record where a stream stands; ``health_only`` changes only its health columns of
+        a stream already recorded (a failure noted while its pages commit must not write an
+        older watermark over a newer one). Fenced by the stream's lease either way."""
         lease = stream_lease(stream)
         epoch = self.fences.epoch(lease)
         db = self._db()
         with transaction(db):
             self._fence(db, lease, epoch)
-            db.execute(sql.SAVE_CURSOR, _cursor_row(stream, state))
+            statement = sql.SAVE_HEALTH if health_only else sql.SAVE_CURSOR
+            db.execute(statement, _cursor_row(stream, state))
 
     @guarded
     def delete_cursor(self, stream: str) -> None:
@@ -90,14 +98,27 @@ class PostgresStore(AlertsAndLetters):
             db.execute(b"DELETE FROM cursors WHERE stream = %s", (stream,))
 
     @guarded
-    def append(self, stream: str, rows: Iterable[FetchedEntry], state: CursorState) -> Appended:
+    def append(
+        self,
+        stream: str,
+        rows: Iterable[FetchedEntry],
+        state: CursorState,
+        rejected: Sequence[RejectedEntry] = (),
+        sinks: Sequence[str] = (),
+    ) -> Appended:
         """Insert new entries and the new cursor in one transaction, fenced by the
-        stream's lease; re-reads are dropped (``UNIQUE(stream, id)``)."""
+        stream's lease; re-reads are dropped (``UNIQUE(stream, id)``). ``rejected`` items
+        (nothing to order them by) become a dead letter of each of ``sinks``, once each,
+        in the same transaction, at the journal's position before the page."""
         fetched = list(rows)
         lease = stream_lease(stream)
         epoch = self.fences.epoch(lease)
         db = self._db()
         with transaction(db):
+            if rejected and sinks:
+                db.cursor(binary=True).execute(
+                    sql.ADD_REJECTED, _rejected_letters(stream, rejected, sinks)
+                )
             if fetched:
                 added = db.cursor(binary=True)
                 added.execute(sql.ADD_ENTRIES, self._entry_arrays([stream] * len(fetched), fetched))
@@ -230,6 +251,20 @@ class PostgresStore(AlertsAndLetters):
     @guarded
     def drop_delivered_bytes(self, stream: str, *, delivered_seq: int) -> None:
         self._db().execute(sql.DROP_BYTES, {"delivered": delivered_seq, "stream": stream})
+
+
+def _rejected_letters(
+    stream: str, rejected: Sequence[RejectedEntry], sinks: Sequence[str]
+) -> dict[str, object]:
+    """``ADD_REJECTED``'s parameters: each item's letter, for each sink. The position is the
+    database's (its entry goes with seq 0 and reads back with the letter's ``first_seq``)."""
+    return {
+        "now": time.time(),
+        "sinks": list(sinks),
+        "reasons": [f"rejected: {item.reason}" for item in rejected],
+        "payloads": [encode_letter([Entry(0, stream, item.id, 0, item.raw)]) for item in rejected],
+        "keys": [f"stream:{stream}:{item.id}" for item in rejected],
+    }
 
 
 def _cursor_row(stream: str, state: CursorState) -> tuple[object, ...]:

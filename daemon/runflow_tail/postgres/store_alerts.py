@@ -40,9 +40,7 @@ class AlertsAndLetters(Sessions):
         """Keep a batch the sink refused, and move the sink to ``end``, in one transaction."""
         lease = sink_lease(sink)
         epoch = self.fences.epoch(lease)
-        payload = msgspec.msgpack.encode(
-            [(e.seq, e.stream, e.id, e.timestamp_ns, e.raw) for e in batch]
-        )
+        payload = encode_letter(batch)
         now = time.time()
         db = self._db()
         with transaction(db):
@@ -54,10 +52,36 @@ class AlertsAndLetters(Sessions):
             db.execute(sql.SET_OFFSET, (sink, end, now))
 
     @guarded
+    def dead_letter_entries(self, sink: str, entries: Sequence[tuple[Entry, str]]) -> int:
+        """Keep entries ``sink`` cannot handle, each alone with its reason, once each (keyed
+        by journal position), fenced by the sink's lease; the sink's offset is moved later,
+        with its batch. Returns how many were new."""
+        if not entries:
+            return 0
+        lease = sink_lease(sink)
+        epoch = self.fences.epoch(lease)
+        db = self._db()
+        added = db.cursor(binary=True)
+        with transaction(db):
+            self._fence(db, lease, epoch)
+            added.execute(
+                sql.ADD_ENTRY_LETTERS,
+                {
+                    "sink": sink,
+                    "now": time.time(),
+                    "seqs": [entry.seq for entry, _ in entries],
+                    "reasons": [reason for _, reason in entries],
+                    "payloads": [encode_letter([entry]) for entry, _ in entries],
+                    "keys": [f"seq:{entry.seq}" for entry, _ in entries],
+                },
+            )
+        return added.rowcount
+
+    @guarded
     def dead_letters(self, sink: str) -> list[DeadLetter]:
         rows = self._db().execute(sql.DEAD_LETTERS, (sink,)).fetchall()
         return [
-            DeadLetter(row[0], row[1], row[2], row[3], row[4], row[5], _decode(row[6]))
+            DeadLetter(row[0], row[1], row[2], row[3], row[4], row[5], _decode(row[6], row[2]))
             for row in rows
         ]
 
@@ -142,6 +166,13 @@ class AlertsAndLetters(Sessions):
         return removed
 
 
-def _decode(payload: bytes) -> list[Entry]:
+def encode_letter(entries: Sequence[Entry]) -> bytes:
+    """A dead letter's entries, as the SQLite journal keeps them."""
+    return msgspec.msgpack.encode([(e.seq, e.stream, e.id, e.timestamp_ns, e.raw) for e in entries])
+
+
+def _decode(payload: bytes, first_seq: int) -> list[Entry]:
+    """A letter's entries; one kept with seq 0 (rejected at polling, before the database
+    gave its position) takes the letter's ``first_seq``."""
     rows = msgspec.msgpack.decode(payload, type=list[tuple[int, str, str, int, bytes]])
-    return [Entry(*row) for row in rows]
+    return [Entry(row[0] or first_seq, *row[1:]) for row in rows]
