@@ -14,6 +14,7 @@ from runflow_tail.config.load import load_settings
 from runflow_tail.errors import EXIT_CONFIG, EXIT_OK, EXIT_STATE, ConfigError
 from runflow_tail.journal import CursorState
 from runflow_tail.models import FetchedEntry
+from runflow_tail.observability import MASK, redact
 from runflow_tail.postgres import Database, Fences, PostgresStore
 
 from tests.support.harness import daemon_process, run_cli, wait_for_sync
@@ -219,3 +220,14 @@ def test_no_repr_shows_the_dsn_password(tmp_path: Path) -> None:
     shown = [repr(settings), repr(settings.state), repr(database), database.describe()]
     assert not any("s3cret-pass" in text for text in shown)
     assert database.describe() == "tail@db.internal:5432/runflow, schema runflow_tail"
+
+
+def test_the_dsn_password_is_masked_wherever_text_leaves_the_process(tmp_path: Path) -> None:
+    """Once the state's database is known, its password (alone, as libpq or a server may
+    quote it back) is redacted as every configured secret is: logs, tracebacks, /readyz."""
+    dsn = "postgresql://tail:pw-quoted-back@db.internal:5432/runflow"
+    settings = load_settings(config_file=config(tmp_path, dsn), environ={}, require_api_key=False)
+    Database.from_settings(settings.state, "m1")
+    assert redact("FATAL: password pw-quoted-back is wrong") == f"FATAL: password {MASK} is wrong"
+    Database(SecretStr("host=db user=tail password=kv-form-pw"), "s", "m1", 15.0)
+    assert "kv-form-pw" not in redact("connection to host=db password=kv-form-pw failed")

@@ -32,8 +32,8 @@ from pydantic import SecretStr
 
 from runflow_tail.config.model import StateSettings
 from runflow_tail.errors import StateError, StateUnavailable
+from runflow_tail.observability import MASK, register_secrets
 
-MASK = "********"
 CHECK_INTERVAL_MS = 1000
 MIN_SERVER_VERSION = 130000
 STATEMENT_TIMEOUT_MS = 60_000
@@ -50,6 +50,19 @@ class Database:
     schema: str
     member: str
     lease_ttl: float
+
+    def __post_init__(self) -> None:
+        # Masked wherever text leaves the process (logs, tracebacks, /readyz), as every
+        # configured secret is: the DSN, and its password alone.
+        register_secrets(self.secret_values())
+
+    def secret_values(self) -> list[str]:
+        """The DSN and the password in it (URI or ``key=value`` form), if any."""
+        dsn = self.dsn.get_secret_value()
+        values = [dsn, *re.findall(r"://[^:/@]*:([^@]+)@", dsn)]
+        with contextlib.suppress(psycopg.Error):
+            values.append(str(self._parsed().get("password") or ""))
+        return [value for value in values if value]
 
     @classmethod
     def from_settings(cls, state: StateSettings, member: str) -> Database:
@@ -96,10 +109,7 @@ class Database:
 
     def scrub(self, text: str) -> str:
         """``text`` without the DSN's password (or the DSN itself, if it is quoted back)."""
-        secrets = [self.dsn.get_secret_value()]
-        with contextlib.suppress(psycopg.Error):
-            secrets.append(str(self._parsed().get("password", "")))
-        secrets += re.findall(r"://[^:/@]*:([^@]+)@", self.dsn.get_secret_value())
+        secrets = self.secret_values()
         for secret in sorted((s for s in secrets if len(s) >= 3), key=len, reverse=True):
             text = text.replace(secret, MASK)
         return text
