@@ -102,9 +102,9 @@ async def test_readyz_reports_a_sink_that_keeps_failing(
 async def test_a_failure_as_the_health_server_starts_ends_the_daemon_instead_of_hanging_it(
     sandbox: SandboxHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The server runs shielded (uvicorn exits by its own flag): an error after it started
-    but before it reported its address (here: the log line) still tells it to exit, so the
-    daemon ends with the error rather than waiting for the server forever."""
+    """An error after the health server started listening but before it reported its
+    address (here: its log line, as when an earlier in-process command left logging on a
+    closed stream) ends the daemon with that error; it once waited for the server forever."""
     real = http.log
 
     class Failing:
