@@ -15,6 +15,8 @@ import pytest
 from tests.support.harness import REPO, wait_for_sync
 from tests.support.postgres import require_server
 
+pytestmark = pytest.mark.slow  # a test process of its own, and its server
+
 STARTS_A_SERVER = """
 import sys, time
 from tests.support.postgres import make_server
