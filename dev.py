@@ -119,14 +119,16 @@ def _clear_progress() -> None:
 def lock() -> int:
     """Resolve runflow-tail's dependencies afresh in a throw-away venv and pin them, with the
     installer and build backend, in deploy/constraints.txt: what the Docker image and the
-    systemd install use, so a build next month installs what was tested today."""
+    systemd install use, so a build next month installs what was tested today. The optional
+    extras are resolved with them (`[all]`): an image built with EXTRAS=postgres (or s3,
+    otlp) gets pinned packages too."""
     with tempfile.TemporaryDirectory(prefix="runflow-tail-lock-") as scratch:
         target = Path(scratch) / "venv"
         venv.EnvBuilder(with_pip=True).create(target)
         python = str(target / BIN.name / "python")
         pip = [python, "-m", "pip", "--disable-pip-version-check", "-q"]
         subprocess.run([*pip, "install", "--upgrade", "pip", "setuptools>=77"], check=True)
-        subprocess.run([*pip, "install", str(ROOT)], check=True)
+        subprocess.run([*pip, "install", f"{ROOT}[all]"], check=True)
         frozen = subprocess.run(
             [*pip, "freeze", "--all", "--exclude", "runflow-tail"],
             check=True,

@@ -16,7 +16,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from bench import profile, real_world, report, sections, sinks
+from bench import cluster, profile, real_world, report, sections, sinks
 from bench.procs import ROOT, Sandbox
 
 SECTIONS = (
@@ -28,6 +28,7 @@ SECTIONS = (
     "sparse",
     "rate_limited",
     "sinks",
+    "postgres",
 )
 ALIASES = {
     "slow": "slow_sink",
@@ -155,6 +156,12 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
             )
         if "sinks" in wanted:
             attempt("sinks", lambda: {"sinks": sinks.sinks(sandbox, plan, log)})
+        if "postgres" in wanted:
+            # --quick leaves the failover out: the test suite runs the SIGKILL test anyway.
+            attempt(
+                "postgres",
+                lambda: {"postgres": cluster.postgres(sandbox, plan, log, failover=not args.quick)},
+            )
         profiles: dict[str, Any] = {}
         for variant in args.profile or ():
             attempt(

@@ -286,6 +286,33 @@ def rows(results: dict[str, Any], checks: list[dict[str, Any]]) -> list[Row]:
                     f"{run['vs_file']:.2f}x file",
                 )
             )
+    shared = results.get("postgres")
+    if shared:
+        sqlite, pg = shared["sqlite"], shared["postgres"]
+        table += [
+            Row(
+                f"postgres state ({shared['entries']:,})",
+                "drain entries/s SQLite / PostgreSQL",
+                f"{_num(sqlite['entries_per_s'])} / {_num(pg['entries_per_s'])}",
+                "",
+                f"{shared['postgres_vs_sqlite']:.2f}x",
+            ),
+            Row(
+                "",
+                "CPU s SQLite / PostgreSQL (daemon)",
+                f"{sqlite['cpu_seconds']:.2f} / {pg['cpu_seconds']:.2f}",
+            ),
+        ]
+        failover = shared.get("failover")
+        if failover:
+            table.append(
+                Row(
+                    "",
+                    f"failover after SIGKILL (ttl {failover['lease_ttl']:g}s)",
+                    f"max {failover['max_seconds']:.2f} s, mean {failover['mean_seconds']:.2f} s"
+                    f" ({failover['kills']} kills)",
+                )
+            )
     return table
 
 

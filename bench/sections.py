@@ -134,6 +134,7 @@ def product_drain(
     *,
     wrapper: Callable[[int], Callable[[], None]] | None = None,
     max_requests_per_second: float = 1000,
+    state: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``runflow-tail run`` from the beginning until the file holds ``count`` lines.
 
@@ -148,7 +149,7 @@ def product_drain(
         sink=file_sink_toml(output),
         # The journal's default cap (1 GiB) would pause a full-object drain of 200k
         # entries halfway; this measures throughput, not the cap.
-        state={"max_journal_bytes": "16GiB"},
+        state={"max_journal_bytes": "16GiB", **(state or {})},
         max_requests_per_second=max_requests_per_second,
     )
     sandbox.reset_stats()

@@ -5,12 +5,13 @@ The package's folders are its layers; every import points down this list::
     cli/        the command line (one module per command)
     service/    the daemon: supervision, reload, readiness, /healthz /readyz /metrics, systemd
     ingest/     API -> journal (pollers, backfill)     alerts/  journal -> alert documents
+                postgres/  the state in PostgreSQL: its store, leases, the lease manager
     config/     the configuration model, its loading, its error messages
     delivery/   journal -> sinks (the loop every sink shares; replay)
     sinks/      one module per destination type, and the registry of types
     api/        the Runflow API client             journal/  the durable SQLite journal
-    (base)      errors, times, pacing, models, filters, run_object, dotted, observability,
-                metrics, version
+    (base)      errors, times, pacing, models, filters, run_object, ownership, dotted,
+                observability, metrics, version
 
 Rules (``tests/base/test_layers.py`` reads every import and fails when one is broken):
 
@@ -22,7 +23,8 @@ Rules (``tests/base/test_layers.py`` reads every import and fails when one is br
   and only ``cli/`` imports it;
 - imports sit at the top of a module: the only ones inside a function are the documented
   lazy loads (the sandbox's web stack, which only its commands need, and the optional
-  extras of the otlp and s3 sinks, loaded when such a sink is built).
+  extras: the otlp and s3 sinks' libraries, loaded when such a sink is built, and the
+  ``postgres`` package with psycopg, loaded when the state is in PostgreSQL).
 
 Plugin sinks need only what this module exports: ``Entry`` (what ``send`` receives),
 ``Sink``, ``SinkConfigBase`` and ``BatchSettings`` (their options), and the errors a sink

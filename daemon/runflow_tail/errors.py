@@ -4,9 +4,11 @@
 
     RunflowTailError                      base; str() is a message for a person
     ├── ConfigError                       bad config or command line       -> exit 2
-    ├── StateError                        the state directory              -> exit 3
+    ├── StateError                        the state directory or database  -> exit 3
     │   ├── StateLocked                   another daemon holds the lock
-    │   └── JournalUnreadable             corrupt / unreadable journal file
+    │   ├── JournalUnreadable             corrupt / unreadable journal file
+    │   ├── StateUnavailable              PostgreSQL unreachable right now: retried
+    │   └── LeaseLost                     a write refused: another member owns it now
     ├── ApiError                          the Runflow API said no or broke
     │   ├── RetryableApiError             back off and try again (retry_after wins)
     │   │   ├── ApiUnavailable            5xx
@@ -65,6 +67,22 @@ class StateLocked(StateError):
 
 class JournalUnreadable(StateError):
     pass
+
+
+class StateUnavailable(StateError):
+    """The state database cannot be reached right now (down, restarting, partitioned);
+    callers pause and try again with backoff."""
+
+
+class LeaseLost(StateError):
+    """A write for a stream, sink or the alert engine was refused: this daemon no longer
+    holds its lease (another member may own it now). ``by_database`` tells whether the
+    database's epoch check refused it or this daemon knew before asking."""
+
+    def __init__(self, message: str, *, lease: str, by_database: bool) -> None:
+        self.lease = lease
+        self.by_database = by_database
+        super().__init__(message)
 
 
 class ApiError(RunflowTailError):

@@ -109,6 +109,37 @@ class Metrics:
             registry=r,
         )
 
+        # With state.backend = "postgres": what this member owns, and how sharing goes.
+        self.lease_held = Gauge(
+            "runflow_tail_lease_held",
+            "1 for each lease (stream:NAME, sink:NAME, alerts) this member holds.",
+            ["lease", "member"],
+            registry=r,
+        )
+        self.lease_changes = Counter(
+            "runflow_tail_lease_changes_total",
+            "Leases claimed, handed over, stepped down from (renewal failed) or lost.",
+            ["lease", "change"],
+            registry=r,
+        )
+        self.writes_refused = Counter(
+            "runflow_tail_lease_writes_refused_total",
+            "Writes refused because the lease was gone: by the database's epoch check, or "
+            "locally (known before sending).",
+            ["lease", "by"],
+            registry=r,
+        )
+        self.cluster_members = Gauge(
+            "runflow_tail_cluster_members",
+            "Live members (daemons) sharing this PostgreSQL state.",
+            registry=r,
+        )
+        self.state_up = Gauge(
+            "runflow_tail_state_up",
+            "1 while the state database answers (PostgreSQL backend), else 0.",
+            registry=r,
+        )
+
     def forget(self, *, sinks: Iterable[str] = (), streams: Iterable[str] = ()) -> None:
         """Drop the series of sinks and streams that a reload removed: a scrape shows what
         runs now, and a removed sink's last backlog never fires an alert again."""

@@ -140,6 +140,7 @@ def configure_logging(
     logging.getLogger("httpx").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
     for noisy in ("httpcore", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("psycopg").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
     sys.excepthook = _redacting_excepthook
 
 

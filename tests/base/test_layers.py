@@ -17,6 +17,9 @@ RANKS = {
     "config": 4,
     "ingest": 5,
     "alerts": 5,
+    # The PostgreSQL state: a Journal on its own store, and the lease manager; it reads the
+    # [state] settings (config) and is used only by the daemon and the CLI.
+    "postgres": 5,
     "service": 6,
     "cli": 7,
 }
@@ -29,6 +32,8 @@ LAZY_IMPORTS = {
     # one loads without them (and check-config names the extra when one is missing).
     ("sinks/otlp.py", "runflow_tail.sinks.otlp_proto"),  # protobuf: runflow-tail[otlp]
     ("sinks/s3.py", "obstore"),  # obstore: runflow-tail[s3]
+    # psycopg: runflow-tail[postgres]; the daemon loads the package only for that backend.
+    ("service/state.py", "runflow_tail.postgres"),
 }
 """Imports allowed below a module's top, each with its reason."""
 

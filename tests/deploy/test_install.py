@@ -101,8 +101,9 @@ def test_the_image_builds_from_exact_tags_and_pinned_packages() -> None:
 
 
 def test_the_constraints_pin_every_dependency_within_pyproject() -> None:
-    """deploy/constraints.txt pins (==) each of pyproject's dependencies, and setuptools for the
-    build, to a version their requirements allow."""
+    """deploy/constraints.txt pins (==) each of pyproject's dependencies, the optional extras'
+    (the image installs those its EXTRAS names), and setuptools for the build, to a version
+    their requirements allow."""
     pins = dict(
         line.split("==")
         for line in CONSTRAINTS.read_text().splitlines()
@@ -111,6 +112,13 @@ def test_the_constraints_pin_every_dependency_within_pyproject() -> None:
     pins = {re.sub(r"[-_.]+", "-", name).lower(): version for name, version in pins.items()}
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     wanted = [Requirement(text) for text in project["project"]["dependencies"]]
+    extras = project["project"]["optional-dependencies"]
+    wanted += [
+        Requirement(text)
+        for name in ("otlp", "s3", "postgres")
+        for text in extras[name]
+        if not text.startswith("runflow-tail")
+    ]
     wanted += [Requirement(text) for text in project["build-system"]["requires"]]
     for requirement in wanted:
         name = re.sub(r"[-_.]+", "-", requirement.name).lower()

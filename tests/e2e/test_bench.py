@@ -25,6 +25,7 @@ SECTIONS = (
     "sparse",
     "rate_limited",
     "sinks",
+    "postgres",
 )
 
 
@@ -71,6 +72,8 @@ def test_quick_bench_reports_every_section(tmp_path: Path) -> None:
     measured = results["sinks"]["sinks"]
     assert set(measured) == {"file", "webhook", "otlp", "elasticsearch", "loki", "s3", "syslog"}
     assert all(run["entries"] == results["sinks"]["entries"] for run in measured.values())
+    assert results["postgres"]["postgres"]["entries_per_s"] > 0
+    assert "failover" not in results["postgres"]  # the suite runs the SIGKILL test itself
     # Every target has a verdict, and the table names each one.
     assert {check["result"] for check in document["targets"]} <= {"PASS", "FAIL", "n/a"}
     assert len(document["targets"]) == 15

@@ -36,6 +36,11 @@ SKIPPED = (
     (r"dev\.py check\b", "CI runs it beside the suite (.ci/run)"),
     (r"dev\.py bench\b", "takes minutes; tests/e2e/test_bench.py runs bench --quick"),
     (r"dev\.py lock\b", "resolves packages from the package index (network)"),
+    (
+        r"\bcreatedb\b|\bPGHOST=|postgres-cluster\.toml",
+        "needs a PostgreSQL server of your own (tests/postgres and "
+        "tests/e2e/test_cluster_process.py run these commands against one they start)",
+    ),
 )
 """(pattern, reason): README lines that cannot run offline on a test machine."""
 LIMIT = 4
@@ -175,10 +180,14 @@ def test_every_offline_readme_command_works_as_written(tmp_path: Path) -> None:
 
 def test_only_lines_that_need_more_than_this_machine_are_skipped() -> None:
     """Each skipped README line needs systemd, docker, kubectl, a package index, a real
-    webhook, or is the suite or its siblings; every `runflow-tail` command otherwise runs."""
+    webhook, a PostgreSQL server, or is the suite or its siblings; every `runflow-tail`
+    command otherwise runs."""
     skipped = {line: skip_reason(line) for _, line in readme_lines() if skip_reason(line)}
     commands = [line for line in skipped if line.startswith("runflow-tail")]
     assert commands == [
         "runflow-tail alerts test --rule failed-runs -d slack --config alerts.toml        "
-        "# and sends it; exit 0 = delivered"
+        "# and sends it; exit 0 = delivered",
+        "runflow-tail run --config config/examples/postgres-cluster.toml   "
+        "# the same file on each host",
+        "runflow-tail cluster --config config/examples/postgres-cluster.toml",
     ]

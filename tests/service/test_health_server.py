@@ -7,6 +7,7 @@ import errno
 import os
 import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import httpx
@@ -22,6 +23,9 @@ pytestmark = pytest.mark.anyio
 class Ready:
     def readiness_problems(self) -> list[str]:
         return []
+
+    def ownership(self) -> dict[str, Any]:
+        return {}  # SQLite: no member, no leases
 
     async def render_metrics(self) -> bytes:
         return b"# metrics\n"

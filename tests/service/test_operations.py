@@ -20,6 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from runflow_tail.config.model import ServerSettings
 from runflow_tail.sandbox import SandboxHandle, SandboxThread
+from runflow_tail.service import http
 from runflow_tail.service.daemon import Daemon, RunOptions
 from runflow_tail.sinks.webhook import WebhookSinkConfig
 
@@ -95,6 +96,32 @@ async def test_readyz_reports_a_sink_that_keeps_failing(
             receiver.set(200)
             await _poll_until(daemon.server_address, 200)
             daemon.request_stop()
+
+
+@pytest.mark.anyio
+async def test_a_failure_as_the_health_server_starts_ends_the_daemon_instead_of_hanging_it(
+    sandbox: SandboxHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error after the health server started listening but before it reported its
+    address (here: its log line, as when an earlier in-process command left logging on a
+    closed stream) ends the daemon with that error; it once waited for the server forever."""
+    real = http.log
+
+    class Failing:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def info(self, event: str, **fields: Any) -> None:
+            if event == "server.listening":
+                raise RuntimeError("the log stream is closed")
+            real.info(event, **fields)
+
+    monkeypatch.setattr(http, "log", Failing())
+    settings = _with_server(settings_for(sandbox, tmp_path / "state", tmp_path / "out.jsonl"))
+    daemon = Daemon(settings, tmp_path / "state", RunOptions(handle_signals=False))
+    with anyio.fail_after(10), pytest.raises(BaseException) as raised:
+        await daemon.run()
+    assert raised.group_contains(RuntimeError, match="the log stream is closed")
 
 
 @pytest.mark.anyio

@@ -79,6 +79,19 @@ def runs_alerted(receiver: AlertReceiver, destination: str, run_ids: list[str]) 
     return found
 
 
+def alert_keys(
+    receiver: AlertReceiver, destination: str, run_ids: list[str]
+) -> dict[str, set[str]]:
+    """The idempotency keys (``webhook-id``) of a webhook destination's accepted requests
+    naming each run: a batch sent again after a crash keeps its key."""
+    found: dict[str, set[str]] = {}
+    for request in receiver.accepted(PATHS[destination]):
+        for run_id in run_ids:
+            if run_id.encode() in request.body:
+                found.setdefault(run_id, set()).add(request.headers["webhook-id"])
+    return found
+
+
 def at(seconds_ago: float) -> str:
     return format_instant(now_ns() - int(seconds_ago * NS_PER_SECOND))
 

@@ -74,9 +74,10 @@ class Receiver:
 
 
 @contextlib.contextmanager
-def serving(app: Starlette) -> Iterator[str]:
-    """Serve ``app`` on a free loopback port in a background thread; yields its base URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+def serving(app: Starlette, host: str = "127.0.0.1") -> Iterator[str]:
+    """Serve ``app`` on a free port in a background thread (on loopback unless ``host`` says
+    otherwise); yields its base URL on loopback."""
+    config = uvicorn.Config(app, host=host, port=0, log_level="warning", lifespan="off")
     started = threading.Event()
     address: list[str] = []
 
@@ -98,10 +99,12 @@ def serving(app: Starlette) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def running_receiver(receiver: Receiver | None = None) -> Iterator[Receiver]:
+def running_receiver(
+    receiver: Receiver | None = None, host: str = "127.0.0.1"
+) -> Iterator[Receiver]:
     receiver = receiver or Receiver()
     app = Starlette(routes=[Route("/hook", receiver._handle, methods=["POST"])])
-    with serving(app) as base_url:
+    with serving(app, host) as base_url:
         receiver.url = f"{base_url}/hook"
         yield receiver
 

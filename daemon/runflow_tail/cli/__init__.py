@@ -16,6 +16,7 @@ from runflow_tail.cli import (
     alerts,
     check_config,
     checkpoint,
+    cluster,
     demo,
     health,
     replay,
@@ -37,7 +38,7 @@ variables (RUNFLOW_TAIL_API__TIMEOUT=10s), then flags. The API key comes from
 RUNFLOW_API_KEY, api.api_key_file, or systemd's $CREDENTIALS_DIRECTORY/runflow_api_key;
 the API's URL from --api-url, RUNFLOW_API_URL or api.base_url (default https://api.runflow.io).
 """
-COMMANDS = (run, check_config, sandbox, demo, health, checkpoint, replay, tail, alerts)
+COMMANDS = (run, check_config, sandbox, demo, health, checkpoint, cluster, replay, tail, alerts)
 """In the order ``runflow-tail --help`` lists them."""
 
 

@@ -12,8 +12,9 @@ from runflow_tail.config.load import environ_snapshot, load_settings
 from runflow_tail.config.model import Settings
 from runflow_tail.config.secrets import secret_values
 from runflow_tail.errors import EXIT_CONFIG, ConfigError
-from runflow_tail.journal import JOURNAL_NAME, JournalStore
+from runflow_tail.journal import JOURNAL_NAME, JournalStore, OperatorStore
 from runflow_tail.observability import LogFormat, LogLevel, configure_logging, register_secrets
+from runflow_tail.service.state import open_shared_store
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
@@ -163,9 +164,11 @@ def configure_logging_for(
     configure_logging(level, log_format)
 
 
-def open_journal_store(settings: Settings) -> JournalStore:
-    """The state directory's journal, for an operator command; a clear error when the
-    daemon has never run there."""
+def open_journal_store(settings: Settings) -> OperatorStore:
+    """The state directory's journal (or the shared PostgreSQL state), for an operator
+    command; a clear error when the daemon has never run there."""
+    if settings.state.backend == "postgres":
+        return open_shared_store(settings)
     assert settings.state.dir is not None
     path = settings.state.dir / JOURNAL_NAME
     if not path.exists():

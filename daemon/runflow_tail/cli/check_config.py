@@ -22,6 +22,7 @@ from runflow_tail.errors import EXIT_OK, ApiError, ConfigError
 from runflow_tail.filters import parse_filter
 from runflow_tail.ingest.run_filter import sample_run
 from runflow_tail.run_object import checked_path, has_path, missing_paths, run_paths
+from runflow_tail.service.state import unpinned_local_sinks
 from runflow_tail.sinks import registry
 
 
@@ -51,6 +52,8 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     plugin_problems = registry.discover().problems
     if plugin_problems:
         raise ConfigError(list(plugin_problems))
+    for warning in unpinned_local_sinks(settings):
+        print(f"warning: {warning}", file=sys.stderr)
     if args.online:
         configure_logging_for(args, settings)
         problems, warnings = anyio.run(check_online, settings)

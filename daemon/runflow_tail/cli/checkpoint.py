@@ -1,15 +1,19 @@
 """Operator commands: ``checkpoint show|set|reset`` and ``status``.
 
 Reading works while the daemon runs (SQLite WAL lets a second reader in); writing needs
-the state-directory lock, so it is refused while a daemon holds it.
+the state-directory lock, so it is refused while a daemon holds it. With the PostgreSQL
+state, a checkpoint change holds the stream's lease instead (refused while a member
+polls the stream), and ``status`` says which member polls or delivers what.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +24,8 @@ from runflow_tail.cli._common import load_settings_for, open_journal_store
 from runflow_tail.cli._terminal import isatty, table
 from runflow_tail.config.model import Settings
 from runflow_tail.errors import EXIT_OK, ConfigError, StateLocked
-from runflow_tail.journal import JOURNAL_NAME, JournalStore, StateDirLock
+from runflow_tail.journal import JOURNAL_NAME, OperatorStore, StateDirLock
+from runflow_tail.service.state import cluster_overview, holding_stream, refuse_reset_all
 from runflow_tail.service.status import snapshot
 from runflow_tail.times import TimeValueError, format_instant, parse_instant
 
@@ -82,7 +87,9 @@ def _state_dir(settings: Settings) -> Path:
 def _snapshot(settings: Settings) -> dict[str, Any]:
     store = open_journal_store(settings)
     try:
-        return snapshot(store, settings, _state_dir(settings))
+        shared = settings.state.backend == "postgres"
+        cluster = cluster_overview(store) if shared else None
+        return snapshot(store, settings, _state_dir(settings), cluster)
     finally:
         store.close()
 
@@ -112,8 +119,13 @@ def _print(snapshot: dict[str, Any], *, as_json: bool) -> None:
 
 def _heading(snapshot: dict[str, Any]) -> str:
     running = "running" if snapshot["daemon_running"] else "not running"
+    if "cluster" in snapshot:
+        live = sum(1 for member in snapshot["cluster"]["members"] if member["live"])
+        running = f"{live} member(s) running"
+    else:
+        running = f"daemon {running}"
     return (
-        f"state {snapshot['state_dir']} (daemon {running}); journal: "
+        f"state {snapshot['state_dir']} ({running}); journal: "
         f"{snapshot['journal_entries']} entries, {snapshot['journal_bytes']} bytes"
     )
 
@@ -122,7 +134,8 @@ def render_plain(snapshot: dict[str, Any]) -> str:
     lines = [_heading(snapshot), "streams:"]
     for s in snapshot["streams"]:
         health = "ok" if s["healthy"] else f"UNHEALTHY: {s['problem']}"
-        lines.append(f"  {s['stream']:<16} {health}")
+        where = f" on {s['member'] or 'no member'}" if "member" in s else ""
+        lines.append(f"  {s['stream']:<16} {health}{where}")
         lines.append(
             f"    strategy={s['strategy']} watermark={s['watermark']} lag={s['lag_seconds']}s"
         )
@@ -130,9 +143,10 @@ def render_plain(snapshot: dict[str, Any]) -> str:
             lines.append(f"    api_cursor={s['api_cursor']}")
     lines.append("sinks:")
     for k in snapshot["sinks"]:
+        where = f" member={k['member'] or '-'}" if "member" in k else ""
         lines.append(
             f"  {k['sink']:<16} offset={k['offset']} backlog={k['backlog']} "
-            f"dead_letters={k['dead_letters']} streams={','.join(k['streams'])}"
+            f"dead_letters={k['dead_letters']} streams={','.join(k['streams'])}{where}"
         )
     problems = snapshot.get("alert_problems") or []
     if problems:
@@ -144,10 +158,13 @@ def render_plain(snapshot: dict[str, Any]) -> str:
 
 def render_tables(snapshot: dict[str, Any]) -> str:
     streams = snapshot["streams"]
+    # With the PostgreSQL state, each stream and sink shows the member that holds it.
+    shared = "cluster" in snapshot
+    member = ("member",) if shared else ()
     parts = [_heading(snapshot), ""]
     parts.append(
         table(
-            ("stream", "health", "strategy", "watermark", "lag s"),
+            ("stream", "health", "strategy", "watermark", "lag s", *member),
             [
                 (
                     s["stream"],
@@ -155,12 +172,13 @@ def render_tables(snapshot: dict[str, Any]) -> str:
                     s["strategy"],
                     s["watermark"],
                     s["lag_seconds"],
+                    *((s.get("member"),) if shared else ()),
                 )
                 for s in streams
             ],
         )
     )
-    parts += ["", _sinks_table(snapshot["sinks"])]
+    parts += ["", _sinks_table(snapshot["sinks"], shared)]
     problems = [f"stream {s['stream']}: {s['problem']}" for s in streams if not s["healthy"]]
     problems += [
         f"alert rule {p['rule']}: {p['problem']}" for p in snapshot.get("alert_problems") or ()
@@ -170,11 +188,18 @@ def render_tables(snapshot: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def _sinks_table(sinks: list[dict[str, Any]]) -> str:
+def _sinks_table(sinks: list[dict[str, Any]], shared: bool) -> str:
     return table(
-        ("sink", "offset", "backlog", "dead letters", "streams"),
+        ("sink", "offset", "backlog", "dead letters", "streams", *(("member",) if shared else ())),
         [
-            (k["sink"], k["offset"], k["backlog"], k["dead_letters"], ",".join(k["streams"]))
+            (
+                k["sink"],
+                k["offset"],
+                k["backlog"],
+                k["dead_letters"],
+                ",".join(k["streams"]),
+                *((k.get("member"),) if shared else ()),
+            )
             for k in sinks
         ],
     )
@@ -189,13 +214,27 @@ def _lock(state_dir: Path) -> StateDirLock:
     return lock
 
 
-def _locked_store(settings: Settings) -> tuple[StateDirLock, JournalStore]:
+@contextlib.contextmanager
+def _changing(settings: Settings, stream: str) -> Iterator[OperatorStore]:
+    """The store, for a change of ``stream``'s checkpoint while no daemon polls it: the
+    state directory's lock (SQLite), or the stream's lease (PostgreSQL)."""
+    if settings.state.backend == "postgres":
+        store = open_journal_store(settings)
+        try:
+            with holding_stream(store, stream):
+                yield store
+        finally:
+            store.close()
+        return
     lock = _lock(_state_dir(settings))
     try:
-        return lock, open_journal_store(settings)
-    except BaseException:
+        store = open_journal_store(settings)
+        try:
+            yield store
+        finally:
+            store.close()
+    finally:
         lock.release()
-        raise
 
 
 def _cmd_set(args: argparse.Namespace) -> int:
@@ -204,17 +243,13 @@ def _cmd_set(args: argparse.Namespace) -> int:
     except TimeValueError as exc:
         raise ConfigError(f"--to: {exc}") from None
     settings = _settings(args)
-    lock, store = _locked_store(settings)
-    try:
+    with _changing(settings, args.stream) as store:
         cursor = store.load_cursor(args.stream)
         if cursor is None:
             raise ConfigError(f"no checkpoint for stream {args.stream!r} yet")
         store.save_cursor(
             args.stream, replace(cursor, watermark=target, floor=target, api_cursor=None)
         )
-    finally:
-        store.close()
-        lock.release()
     print(f"stream {args.stream}: will resume from {format_instant(target)}")
     return EXIT_OK
 
@@ -222,6 +257,8 @@ def _cmd_set(args: argparse.Namespace) -> int:
 def _cmd_reset(args: argparse.Namespace) -> int:
     settings = _settings(args)
     state_dir = _state_dir(settings)
+    if args.all and settings.state.backend == "postgres":
+        raise refuse_reset_all()
     if args.all:
         path = state_dir / JOURNAL_NAME
         if not path.exists():
@@ -244,11 +281,7 @@ def _cmd_reset(args: argparse.Namespace) -> int:
             lock.release()
         print(f"journal moved to {aside}; the next start begins from each stream's start_at")
         return EXIT_OK
-    lock, store = _locked_store(settings)
-    try:
+    with _changing(settings, args.stream) as store:
         store.delete_cursor(args.stream)
-    finally:
-        store.close()
-        lock.release()
     print(f"stream {args.stream}: checkpoint forgotten; start_at applies on the next start")
     return EXIT_OK

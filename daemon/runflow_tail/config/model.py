@@ -9,12 +9,13 @@ and each sink type's options live with the sink (``sinks/``): the config is the 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import re
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from pydantic import Field, create_model, field_validator, model_validator
+from pydantic import Field, SecretStr, create_model, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -49,9 +50,13 @@ DEFAULT_DEDUP_WINDOW = 600.0
 DEFAULT_LISTEN = "127.0.0.1:9464"
 DEFAULT_BACKFILL_PARALLELISM = 16
 DEFAULT_BACKFILL_AFTER = 10.0
+DEFAULT_LEASE_TTL = 15.0
+POSTGRES_EXTRA_HINT = "pip install 'runflow-tail[postgres]'"
 
 _STREAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _RUN_ID = re.compile(r"any|[0-9A-Za-z][0-9A-Za-z_-]{0,127}")
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_MEMBER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 
 
 class StateSettings(FrozenModel):
@@ -61,6 +66,51 @@ class StateSettings(FrozenModel):
     """When the journal reaches this size, polling pauses until sinks catch up."""
     dedup_window: PositiveDuration = DEFAULT_DEDUP_WINDOW
     """Delivered entries stay this long (by timestamp) so re-reads are recognised."""
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    """Where the state lives: "sqlite" (a file in ``dir``, one daemon) or "postgres" (a
+    database several daemons share, each stream and sink leased to one of them)."""
+    dsn: SecretStr | None = None
+    """backend = "postgres": a libpq connection string or URI, e.g.
+    ``postgresql://tail@db.internal:5432/runflow``. Unset (and no ``dsn_file``): libpq's
+    PG* environment variables (PGHOST, PGUSER, PGPASSWORD, ...) and ~/.pgpass."""
+    dsn_file: Path | None = None
+    """A file holding the DSN (a mounted secret), instead of ``dsn``."""
+    pg_schema: str = "runflow_tail"
+    """The PostgreSQL schema the tables live in (created if missing): daemons that share
+    one share state; another schema is another, independent set of daemons."""
+    member: str | None = None
+    """This daemon's name among those sharing the database (default: host name and pid);
+    a sink's ``pin`` names it."""
+    lease_ttl: PositiveDuration = Field(DEFAULT_LEASE_TTL, ge=0.5, le=600)
+    """How long a stream's or sink's lease lasts without renewal: another daemon takes
+    over a dead one's work after at most this (plus a poll interval). Renewed every third
+    of it; a daemon that cannot renew stops that work before its lease can expire."""
+
+    @field_validator("pg_schema")
+    @classmethod
+    def _schema_name(cls, value: str) -> str:
+        if not _SCHEMA_NAME.fullmatch(value):
+            raise ValueError(
+                "expected 1-63 lowercase letters, digits or '_', not starting with a digit"
+            )
+        return value
+
+    @field_validator("member")
+    @classmethod
+    def _member_name(cls, value: str | None) -> str | None:
+        if value is not None and not _MEMBER_NAME.fullmatch(value):
+            raise ValueError("expected 1-64 letters, digits, '_', '.', '-' or ':'")
+        return value
+
+    @model_validator(mode="after")
+    def _postgres_ready(self) -> StateSettings:
+        if self.dsn is not None and self.dsn_file is not None:
+            raise ValueError("set state.dsn or state.dsn_file, not both")
+        if self.backend == "postgres" and importlib.util.find_spec("psycopg") is None:
+            raise ValueError(
+                f"backend = 'postgres' needs the psycopg package: {POSTGRES_EXTRA_HINT}"
+            )
+        return self
 
 
 class ServerSettings(FrozenModel):

@@ -30,9 +30,10 @@ SECRET_KEYS = frozenset(
         "secret_access_key",
         "session_token",
         "tenant_id",
+        "dsn",
     }
 )
-MAY_HOLD_SECRETS = frozenset({"api", "sinks"})
+MAY_HOLD_SECRETS = frozenset({"api", "sinks", "state"})
 MASK = "********"
 
 _MESSAGES_BY_LOC: dict[tuple[tuple[str | int, ...], str], str] = {

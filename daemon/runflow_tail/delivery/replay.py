@@ -16,7 +16,7 @@ import anyio
 
 from runflow_tail.delivery.matching import SinkSelection
 from runflow_tail.errors import SinkError
-from runflow_tail.journal import JournalStore
+from runflow_tail.journal import OperatorStore
 from runflow_tail.models import Entry
 from runflow_tail.observability import get_logger
 from runflow_tail.sinks.base import Sink, SinkConfigBase
@@ -31,7 +31,7 @@ class ReplayStopped(SinkError):
 
 
 async def replay_dead_letters(
-    store: JournalStore, sink: Sink, sink_name: str, *, progress: Progress | None = None
+    store: OperatorStore, sink: Sink, sink_name: str, *, progress: Progress | None = None
 ) -> tuple[int, int]:
     """Send each dead letter of ``sink_name`` and delete it once sent: (letters, entries)."""
     letters = await anyio.to_thread.run_sync(store.dead_letters, sink_name)
@@ -46,7 +46,7 @@ async def replay_dead_letters(
 
 
 async def replay_range(
-    store: JournalStore,
+    store: OperatorStore,
     sink: Sink,
     sink_name: str,
     config: SinkConfigBase,

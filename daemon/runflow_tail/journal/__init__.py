@@ -20,6 +20,7 @@ from typing import ParamSpec, TypeVar
 import anyio
 import anyio.lowlevel
 
+from runflow_tail.journal.backend import OperatorStore, Store
 from runflow_tail.journal.dead_letters import DeadLetter
 from runflow_tail.journal.lock import StateDirLock, is_locked
 from runflow_tail.journal.recent import RecentEntries
@@ -40,7 +41,9 @@ __all__ = [
     "DeadLetter",
     "Journal",
     "JournalStore",
+    "OperatorStore",
     "StateDirLock",
+    "Store",
     "is_locked",
 ]
 
@@ -58,7 +61,7 @@ log = get_logger(__name__)
 
 
 class Journal:
-    def __init__(self, store: JournalStore, *, max_bytes: int, dedup_window_ns: int) -> None:
+    def __init__(self, store: Store, *, max_bytes: int, dedup_window_ns: int) -> None:
         self._store = store
         self.max_bytes = max_bytes
         self._dedup_window_ns = dedup_window_ns
@@ -112,7 +115,8 @@ class Journal:
             try:
                 result = await anyio.to_thread.run_sync(call, limiter=limiter)
             except sqlite3.Error as exc:
-                meaning = translated(self._store.path, exc)
+                path = self._store.path
+                meaning = exc if path is None else translated(path, exc)
                 if not isinstance(meaning, JournalDiskFull):
                     if meaning is exc:
                         raise

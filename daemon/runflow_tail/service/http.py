@@ -4,7 +4,8 @@
 /readyz tells the truth: 503 with every problem named while any stream has not polled
 successfully within ``ready_poll_multiplier`` times its interval (or has a configuration
 problem), any sink has been failing longer than ``ready_sink_failing_after``, or the
-journal is full.
+journal is full. With the PostgreSQL state it also says which member this is and which
+leases it holds (and a member that cannot reach the database, or renew, is not ready).
 
 A small HTTP/1.1 server of its own (one request per connection) rather than a general one,
 because this port may face a network (the Docker image listens on 0.0.0.0) and must not be
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 import msgspec
@@ -46,6 +47,10 @@ class Observed(Protocol):
 
     def readiness_problems(self) -> list[str]: ...
 
+    def ownership(self) -> dict[str, Any]:
+        """With several daemons sharing the state: this member and the leases it holds."""
+        ...
+
     async def render_metrics(self) -> bytes:
         """The Prometheus exposition, with state gauges brought up to date."""
         ...
@@ -63,10 +68,12 @@ async def answer(daemon: Observed, method: str, target: str) -> tuple[int, str, 
     if path == "/metrics":
         return 200, PROMETHEUS_CONTENT_TYPE, await daemon.render_metrics()
     problems = daemon.readiness_problems()
+    # With the PostgreSQL state: which member this is, and the leases it holds.
+    owned = daemon.ownership()
     if problems:
-        document = {"status": "not ready", "problems": problems}
+        document = {"status": "not ready", "problems": problems, **owned}
         return 503, "application/json", msgspec.json.encode(document)
-    return 200, "application/json", b'{"status":"ready"}'
+    return 200, "application/json", msgspec.json.encode({"status": "ready", **owned})
 
 
 def bind(listen: str) -> socket.socket:

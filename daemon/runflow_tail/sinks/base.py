@@ -52,6 +52,9 @@ class SinkConfigBase(FrozenModel):
     backoff_initial: PositiveDuration = 1.0
     backoff_max: PositiveDuration = 32.0
     """Retries back off exponentially with full jitter between these (Retry-After wins)."""
+    pin: str | None = None
+    """With state.backend = "postgres": deliver only on the daemon whose state.member, or
+    whose host name, is this (a file sink writes on whichever daemon delivers it)."""
 
     stable_batches: ClassVar[bool] = False
     """Whether an interrupted batch must be re-sent with exactly the same entries (so that
