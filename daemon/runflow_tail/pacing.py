@@ -99,6 +99,10 @@ class RateLimiter:
         # No burst right after a pause: requests resume one interval apart.
         self._theoretical_arrival = max(self._theoretical_arrival, resume + self._tolerance)
 
+    def paused_for(self) -> float:
+        """Seconds until requests may leave again after a pause (0 when none holds them)."""
+        return max(0.0, self._resume_at - anyio.current_time())
+
     def throttled(self) -> None:
         """A 429: halve what may be in flight (never below one)."""
         self.window = max(1.0, min(self.window, float(self.in_flight)) / 2)

@@ -349,3 +349,14 @@ async def test_a_quota_reset_given_as_a_unix_time_waits_until_then() -> None:
         limiter.observe_quota("0", f"{reset:.3f}")
         await limiter.acquire()
         assert 0.0 <= anyio.current_time() - started < 1.0
+
+
+def test_limiter_says_how_long_a_pause_still_holds(clock: FakeClock) -> None:
+    """What a poller reports as its next try: the pause the API imposed, as it runs down."""
+    limiter = RateLimiter(4.0)
+    assert limiter.paused_for() == 0.0
+    limiter.pause(1.0)
+    clock.now += 0.25
+    assert limiter.paused_for() == pytest.approx(0.75)
+    clock.now += 1.0
+    assert limiter.paused_for() == 0.0

@@ -34,6 +34,8 @@ from runflow_tail.version import USER_AGENT
 SORT_ASCENDING = "timestamp:asc,id:asc"
 
 log = get_logger(__name__)
+PAUSE_WITHOUT_RETRY_AFTER = 1.0
+"""Seconds every request waits after a 429 that names no Retry-After."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,7 +391,7 @@ class RunflowClient:
         if response.status_code == 429:
             # The limit is per organization: every stream on this key waits, and fewer
             # requests go at once until the API has accepted some again.
-            self.limiter.pause(error.retry_after or 1.0)
+            self.limiter.pause(error.retry_after or PAUSE_WITHOUT_RETRY_AFTER)
         raise error
 
 

@@ -376,7 +376,9 @@ class Poller:
                     stream=self.stream.name,
                     api=self._api.shown_url,
                     error=str(exc),
-                    retry_in=round(delay, 2),
+                    # The request waits for whichever is later: this backoff or a pause
+                    # the API imposed on every request (a 429 without Retry-After: 1 s).
+                    retry_in=round(max(delay, self._client.limiter.paused_for()), 2),
                     attempt=self._backoff.attempts,
                 )
                 await self._mark_failing(str(exc))
