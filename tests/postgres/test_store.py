@@ -262,6 +262,15 @@ def test_a_malformed_dsn_names_the_setting_and_the_expected_form() -> None:
         PostgresStore(database("host=x passwrd=hunter2secret"), Fences("a/1"))
 
 
+def test_a_dsn_that_does_not_parse_shows_no_part_of_its_password() -> None:
+    """Double quotes are not libpq's quoting: the parse fails inside the password, and
+    libpq's message quotes the text after it, which the scrub cannot know is secret."""
+    with pytest.raises(StateError) as raised:
+        PostgresStore(database('host=x password="sec ret-tail" foo'), Fences("a/1"))
+    assert "not a valid PostgreSQL connection string" in str(raised.value)
+    assert "ret-tail" not in str(raised.value)
+
+
 @pytest.fixture(scope="module")
 def password_server() -> Iterator[PostgresServer]:
     with postgres_server(host_auth="scram-sha-256") as server:
@@ -303,3 +312,48 @@ def test_a_restart_breaks_the_session_and_the_next_call_reconnects(
     assert time.monotonic() - started < 5
     assert [e.id for e in everything(store)] == ["a", "b"]
     store.close()
+
+
+def schema_owner(server: PostgresServer) -> str:
+    """A role that may create schemas (the password server trusts no one without one)."""
+    server.psql(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'owner') THEN "
+        "CREATE ROLE owner LOGIN PASSWORD 'owner-pw'; END IF; END $$;"
+        "GRANT CREATE ON DATABASE postgres TO owner"
+    )
+    return f"postgresql://owner:owner-pw@127.0.0.1:{server.port}/postgres"
+
+
+def test_a_user_with_only_its_tables_rights_runs_on_a_current_schema(
+    password_server: PostgresServer,
+) -> None:
+    """The common way to run a service: an owner migrates once, the service's user gets
+    USAGE and its tables' rights, no CREATE. A current schema needs no DDL."""
+    owner = schema_owner(password_server)
+    PostgresStore(Database(SecretStr(owner), "granted", "a", 60.0), Fences("a/1")).close()
+    password_server.psql(
+        "CREATE ROLE service LOGIN PASSWORD 'service-pw';"
+        "GRANT USAGE ON SCHEMA granted TO service;"
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA granted TO service;"
+        "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA granted TO service"
+    )
+    dsn = f"postgresql://service:service-pw@127.0.0.1:{password_server.port}/postgres"
+    store = PostgresStore(Database(SecretStr(dsn), "granted", "a", 60.0), Fences("a/1"))
+    assert store.max_seq() == 0
+    store.close()
+
+
+def test_a_user_without_rights_on_an_existing_schema_is_told_what_to_grant(
+    password_server: PostgresServer,
+) -> None:
+    """No USAGE on a schema someone else made: one clear error naming the grant, not a
+    psycopg traceback ("no schema has been selected to create in")."""
+    owner = schema_owner(password_server)
+    PostgresStore(Database(SecretStr(owner), "theirs", "a", 60.0), Fences("a/1")).close()
+    password_server.psql("CREATE ROLE stranger LOGIN PASSWORD 'stranger-pw'")
+    dsn = f"postgresql://stranger:stranger-pw@127.0.0.1:{password_server.port}/postgres"
+    with pytest.raises(StateError) as raised:
+        PostgresStore(Database(SecretStr(dsn), "theirs", "a", 60.0), Fences("a/1"))
+    message = str(raised.value)
+    assert "may not use schema theirs" in message and "GRANT USAGE" in message
+    assert "stranger-pw" not in message

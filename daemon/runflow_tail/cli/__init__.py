@@ -1,9 +1,9 @@
 """The ``runflow-tail`` command line: one module per command, each adding its parser.
 
-Exit codes: 0 ok; 1 unexpected failure; 2 usage or configuration error; 3 state
-directory problem (locked, unreadable journal); 4 the Runflow API refused the request
-(bad key, filter or run), or a one-shot tail got no good answer from it in time. No expected
-error ends in a Python traceback.
+Exit codes: 0 ok; 1 unexpected failure; 2 usage or configuration error; 3 state problem
+(state directory locked, unreadable journal, PostgreSQL refusing us); 4 the Runflow API
+refused the request (bad key, filter or run), or a one-shot tail got no good answer from it
+in time. No expected error ends in a Python traceback.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from runflow_tail.version import __version__
 
 EPILOG = """\
 exit codes: 0 ok, 1 unexpected failure, 2 usage or configuration error,
-            3 state directory problem, 4 the Runflow API refused the request
+            3 state problem (directory, journal or PostgreSQL),
+            4 the Runflow API refused the request
 
 Configuration: --config FILE (or RUNFLOW_TAIL_CONFIG), then RUNFLOW_TAIL_* environment
 variables (RUNFLOW_TAIL_API__TIMEOUT=10s), then flags. The API key comes from

@@ -211,8 +211,11 @@ def connect_error(database: Database, exc: psycopg.Error) -> StateError:
     where = database.describe()
     lowered = detail.lower()
     if isinstance(exc, psycopg.ProgrammingError) or "connection info string" in lowered:
+        # libpq quotes the text it could not parse, which may be part of a password the
+        # scrub could not find (the DSN did not parse): only a bad option's name is shown.
+        named = f" ({detail})" if lowered.startswith("invalid connection option") else ""
         return StateError(
-            f"state.dsn is not a valid PostgreSQL connection string ({detail}); expected "
+            f"state.dsn is not a valid PostgreSQL connection string{named}; expected "
             "e.g. postgresql://user@host:5432/dbname or 'host=... dbname=... user=...'"
         )
     if "password authentication failed" in lowered or "no password supplied" in lowered:

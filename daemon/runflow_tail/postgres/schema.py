@@ -146,25 +146,57 @@ def migrate(connection: psycopg.Connection[tuple[Any, ...]], database: Database)
             "SELECT 1 FROM pg_namespace WHERE nspname = %s", (database.schema,)
         ).fetchone()
         try:
-            if exists is None:
-                connection.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
-            connection.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version ("
-                "version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-        except psycopg.errors.InsufficientPrivilege as exc:
-            raise StateError(
-                f"PostgreSQL at {database.describe()}: this user may not create the schema "
-                f"({exc.diag.message_primary}); create it for this user first: "
-                f"CREATE SCHEMA {database.schema} AUTHORIZATION <user>"
-            ) from None
-        row = connection.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
-        version = int(row[0]) if row else 0
+            version = _current_version(connection, database, schema, exists=exists is not None)
+        except (psycopg.errors.InsufficientPrivilege, psycopg.errors.InvalidSchemaName) as exc:
+            raise _not_allowed(database, exc, exists=exists is not None) from None
         if version > SCHEMA_VERSION:
             raise StateError(
                 f"PostgreSQL at {database.describe()}: schema version {version} is newer than "
                 f"this runflow-tail understands ({SCHEMA_VERSION}); upgrade runflow-tail"
             )
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            connection.execute(_MIGRATIONS[target].encode())
-            connection.execute("INSERT INTO schema_version (version) VALUES (%s)", (target,))
+        try:
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                connection.execute(_MIGRATIONS[target].encode())
+                connection.execute("INSERT INTO schema_version (version) VALUES (%s)", (target,))
+        except (psycopg.errors.InsufficientPrivilege, psycopg.errors.InvalidSchemaName) as exc:
+            raise _not_allowed(database, exc, exists=True) from None
+
+
+def _current_version(
+    connection: psycopg.Connection[tuple[Any, ...]],
+    database: Database,
+    schema: sql.Identifier,
+    *,
+    exists: bool,
+) -> int:
+    """The schema's version, creating the schema and its version table when missing. A
+    current schema needs no DDL, so a user granted only its tables' rights can run."""
+    if not exists:
+        connection.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
+    found = connection.execute(
+        "SELECT to_regclass(format('%%I.schema_version', %s::text))", (database.schema,)
+    ).fetchone()
+    if found is None or found[0] is None:
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            "version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+    row = connection.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _not_allowed(database: Database, exc: psycopg.Error, *, exists: bool) -> StateError:
+    """What a user without the rights it needs should do, in one line."""
+    reason = exc.diag.message_primary or type(exc).__name__
+    if not exists:
+        return StateError(
+            f"PostgreSQL at {database.describe()}: this user may not create the schema "
+            f"({reason}); create it for this user first: "
+            f"CREATE SCHEMA {database.schema} AUTHORIZATION <user>"
+        )
+    return StateError(
+        f"PostgreSQL at {database.describe()}: this user may not use schema "
+        f"{database.schema} ({reason}); grant it: GRANT USAGE, CREATE ON SCHEMA "
+        f"{database.schema} TO <user> (or, once the schema is current, USAGE and SELECT, "
+        "INSERT, UPDATE, DELETE on its tables and sequences)"
+    )
