@@ -7,6 +7,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import psycopg
 import pytest
 from pydantic import SecretStr
 from runflow_tail.cli import main
@@ -78,6 +79,26 @@ def test_cluster_lists_members_leases_and_lag(
     out = capsys.readouterr().out
     assert "1 live member(s)" in out
     assert "stream:s" in out and "m1" in out and "epoch=1" in out and "lag=" in out
+
+
+def test_a_schema_no_daemon_made_is_refused_not_created(
+    state: Database, postgres_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A typo in pg_schema: cluster says there is no state there (exit 3, one line) and
+    creates nothing, rather than show an empty state as if it were the real one."""
+    path = config(tmp_path, postgres_dsn)
+    path.write_text(
+        path.read_text().replace(
+            'backend = "postgres"', 'backend = "postgres"\npg_schema = "runflow_tial"'
+        )
+    )
+    assert run("cluster", "--config", str(path)) == EXIT_STATE
+    err = capsys.readouterr().err
+    assert "no runflow-tail state there; check state.pg_schema" in err
+    assert len(err.strip().splitlines()) == 1
+    with psycopg.connect(postgres_dsn) as connection:
+        made = connection.execute("SELECT 1 FROM pg_namespace WHERE nspname = 'runflow_tial'")
+        assert made.fetchone() is None
 
 
 def test_a_checkpoint_change_is_refused_while_a_member_polls_the_stream(

@@ -29,7 +29,8 @@ from runflow_tail.times import NS_PER_SECOND, format_instant
 
 def open_operator_store(state: StateSettings, me: Identity) -> PostgresStore:
     database = Database.from_settings(state, me.name)
-    return PostgresStore(database, Fences(me.id))
+    # The operator's commands change no schema: a missing one is most likely a typo.
+    return PostgresStore(database, Fences(me.id), migrate_schema=False)
 
 
 def overview(store: PostgresStore) -> dict[str, Any]:

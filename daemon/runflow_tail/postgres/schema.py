@@ -200,3 +200,34 @@ def _not_allowed(database: Database, exc: psycopg.Error, *, exists: bool) -> Sta
         f"{database.schema} TO <user> (or, once the schema is current, USAGE and SELECT, "
         "INSERT, UPDATE, DELETE on its tables and sequences)"
     )
+
+
+def check_current(connection: psycopg.Connection[tuple[Any, ...]], database: Database) -> None:
+    """For the operator's commands, which change no schema: a missing schema is most likely
+    a typo in ``state.pg_schema`` (creating it would show an empty state as if it were the
+    real one), and an older one belongs to the daemons that run it."""
+    found = connection.execute(
+        "SELECT to_regclass(format('%%I.schema_version', %s::text))", (database.schema,)
+    ).fetchone()
+    if found is None or found[0] is None:
+        raise StateError(
+            f"PostgreSQL at {database.describe()}: no runflow-tail state there; check "
+            "state.pg_schema (a daemon creates the schema when it first starts)"
+        )
+    row = connection.execute(
+        sql.SQL("SELECT coalesce(max(version), 0) FROM {}.schema_version").format(
+            sql.Identifier(database.schema)
+        )
+    ).fetchone()
+    version = int(row[0]) if row else 0
+    if version < SCHEMA_VERSION:
+        raise StateError(
+            f"PostgreSQL at {database.describe()}: schema version {version} is older than "
+            f"this runflow-tail's ({SCHEMA_VERSION}); use the runflow-tail the daemons run, "
+            "or start a daemon of this version once to migrate it"
+        )
+    if version > SCHEMA_VERSION:
+        raise StateError(
+            f"PostgreSQL at {database.describe()}: schema version {version} is newer than "
+            f"this runflow-tail understands ({SCHEMA_VERSION}); upgrade runflow-tail"
+        )

@@ -34,7 +34,7 @@ from runflow_tail.ownership import sink_lease, stream_lease
 from runflow_tail.postgres import sql
 from runflow_tail.postgres.connection import Database, is_transient, unavailable
 from runflow_tail.postgres.fences import Fences
-from runflow_tail.postgres.schema import migrate
+from runflow_tail.postgres.schema import check_current, migrate
 from runflow_tail.postgres.sessions import guarded, transaction
 from runflow_tail.postgres.store_alerts import AlertsAndLetters, encode_letter
 
@@ -43,7 +43,7 @@ class PostgresStore(AlertsAndLetters):
     path: Path | None = None
     """No file: the journal's SQLite errors (a full disk, a damaged file) never come from here."""
 
-    def __init__(self, database: Database, fences: Fences) -> None:
+    def __init__(self, database: Database, fences: Fences, *, migrate_schema: bool = True) -> None:
         self.database = database
         self.fences = fences
         self._writer = None
@@ -52,7 +52,10 @@ class PostgresStore(AlertsAndLetters):
         # Connect now: a bad DSN or a server that is down is said at start, not later.
         writer = self._db()
         try:
-            migrate(writer, database)
+            if migrate_schema:
+                migrate(writer, database)
+            else:
+                check_current(writer, database)
         except psycopg.Error as exc:
             writer.close()
             if is_transient(exc):
