@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import anyio
+import psycopg
 import pytest
 from pydantic import SecretStr
 from runflow_tail.journal import CursorState, Journal, JournalStore, Store
@@ -129,3 +130,36 @@ def test_entries_dead_lettered_alone_are_kept_once_each(store: Store) -> None:
     # A batch letter over the same range is another letter (as in SQLite).
     store.dead_letter("k", [a], "HTTP 400", 1)
     assert len(store.dead_letters("k")) == 3
+
+
+@pytest.mark.anyio
+async def test_an_outage_of_writes_lasts_until_a_write_succeeds(
+    postgres_dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A server whose disk is full refuses writes while reads still work: the outage is
+    said once and lasts until a write gets through, not until the next read (which made
+    state.unavailable / state.available alternate every second, and /readyz flap)."""
+    database = Database(SecretStr(postgres_dsn), "runflow_tail", "a", 60.0)
+    fences = Fences("a/1")
+    journal = await PostgresJournal.connect(database, fences, max_bytes=10**9, dedup_window=0)
+    await anyio.to_thread.run_sync(claim, database, fences, stream_lease("s"))
+    full_disk = (
+        "CREATE FUNCTION runflow_tail.refuse_writes() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'could not extend file' USING ERRCODE = '53100'; END $$;"
+        "CREATE TRIGGER disk_full BEFORE INSERT OR UPDATE ON runflow_tail.cursors "
+        "FOR EACH ROW EXECUTE FUNCTION runflow_tail.refuse_writes()"
+    )
+    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+        admin.execute(full_disk)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(journal.save_cursor, "s", CursorState("fp", watermark=1))
+            while journal.outage is None:
+                await anyio.sleep(0.01)
+            for _ in range(3):
+                await journal._read(journal.store.max_seq)
+                assert journal.outage is not None
+            admin.execute("DROP TRIGGER disk_full ON runflow_tail.cursors")
+        assert journal.outage is None
+    await journal.aclose()
+    said = capsys.readouterr().out
+    assert said.count("state.unavailable") == 1 and said.count("state.available") == 1

@@ -43,6 +43,9 @@ class PostgresJournal(Journal):
         self.outage: str | None = None
         """What is wrong, while the database cannot be reached."""
         self.outage_since: float | None = None
+        self._failing: dict[str, str] = {}
+        """What fails now, by kind ("write", "read"): a read that succeeds says nothing of
+        writes that fail (a full disk on the server), so it does not end their outage."""
 
     @classmethod
     async def connect(
@@ -71,9 +74,9 @@ class PostgresJournal(Journal):
             try:
                 result = await super()._run(function, *args, **kwargs)
             except StateUnavailable as exc:
-                await self._wait_out(exc, backoff)
+                await self._wait_out(exc, backoff, "write")
                 continue
-            self._recovered()
+            self._recovered("write")
             return result
 
     async def _read(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -82,13 +85,14 @@ class PostgresJournal(Journal):
             try:
                 result = await super()._read(function, *args, **kwargs)
             except StateUnavailable as exc:
-                await self._wait_out(exc, backoff)
+                await self._wait_out(exc, backoff, "read")
                 continue
-            self._recovered()
+            self._recovered("read")
             return result
 
-    async def _wait_out(self, exc: StateUnavailable, backoff: Backoff) -> None:
+    async def _wait_out(self, exc: StateUnavailable, backoff: Backoff, kind: str) -> None:
         delay = backoff.next_delay()
+        self._failing[kind] = str(exc)
         if self.outage is None:
             self.outage_since = anyio.current_time()
             log.warning(
@@ -99,8 +103,11 @@ class PostgresJournal(Journal):
         self.outage = str(exc)
         await anyio.sleep(delay)
 
-    def _recovered(self) -> None:
-        if self.outage is not None:
+    def _recovered(self, kind: str) -> None:
+        if self._failing.pop(kind, None) is not None and self._failing:
+            self.outage = next(iter(self._failing.values()))
+            return
+        if self.outage is not None and not self._failing:
             since = self.outage_since or anyio.current_time()
             log.info("state.available", after_seconds=round(anyio.current_time() - since, 2))
             self.outage = None
