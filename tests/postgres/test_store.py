@@ -357,3 +357,8 @@ def test_a_user_without_rights_on_an_existing_schema_is_told_what_to_grant(
     message = str(raised.value)
     assert "may not use schema theirs" in message and "GRANT USAGE" in message
     assert "stranger-pw" not in message
+    # The operator's commands (which only check the schema) say the same.
+    with pytest.raises(StateError, match="may not use schema theirs"):
+        PostgresStore(
+            Database(SecretStr(dsn), "theirs", "a", 60.0), Fences("a/1"), migrate_schema=False
+        )

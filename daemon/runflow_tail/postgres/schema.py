@@ -206,19 +206,22 @@ def check_current(connection: psycopg.Connection[tuple[Any, ...]], database: Dat
     """For the operator's commands, which change no schema: a missing schema is most likely
     a typo in ``state.pg_schema`` (creating it would show an empty state as if it were the
     real one), and an older one belongs to the daemons that run it."""
-    found = connection.execute(
-        "SELECT to_regclass(format('%%I.schema_version', %s::text))", (database.schema,)
-    ).fetchone()
-    if found is None or found[0] is None:
-        raise StateError(
-            f"PostgreSQL at {database.describe()}: no runflow-tail state there; check "
-            "state.pg_schema (a daemon creates the schema when it first starts)"
-        )
-    row = connection.execute(
-        sql.SQL("SELECT coalesce(max(version), 0) FROM {}.schema_version").format(
-            sql.Identifier(database.schema)
-        )
-    ).fetchone()
+    try:
+        found = connection.execute(
+            "SELECT to_regclass(format('%%I.schema_version', %s::text))", (database.schema,)
+        ).fetchone()
+        if found is None or found[0] is None:
+            raise StateError(
+                f"PostgreSQL at {database.describe()}: no runflow-tail state there; check "
+                "state.pg_schema (a daemon creates the schema when it first starts)"
+            )
+        row = connection.execute(
+            sql.SQL("SELECT coalesce(max(version), 0) FROM {}.schema_version").format(
+                sql.Identifier(database.schema)
+            )
+        ).fetchone()
+    except (psycopg.errors.InsufficientPrivilege, psycopg.errors.InvalidSchemaName) as exc:
+        raise _not_allowed(database, exc, exists=True) from None
     version = int(row[0]) if row else 0
     if version < SCHEMA_VERSION:
         raise StateError(
