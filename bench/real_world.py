@@ -49,6 +49,8 @@ def sparse(sandbox: Sandbox, plan: Plan, log: Log) -> dict[str, Any]:
         "product": product,
         "requests_per_page": round(product["api_requests"] / pages, 3),
         "seconds_vs_ideal": round(product["seconds"] / ideal_seconds, 3),
+        # What the polite default costs a backlog (issue 18): measured, not derived.
+        "seconds_per_million": round(product["seconds"] / total * 1_000_000),
     }
 
 

@@ -256,6 +256,7 @@ def rows(results: dict[str, Any], checks: list[dict[str, Any]]) -> list[Row]:
                 "pages / ideal seconds",
                 f"{sparse['pages']} / {sparse['pages'] / sparse['rate']:.1f} s",
             ),
+            Row("", "at the default rate: s per 1M", f"{sparse['seconds_per_million']:,} s"),
             judged("", "requests per page", "sparse: API requests per page"),
             judged("", "seconds / (pages / rate)", "sparse: drain seconds / (pages / rate)"),
         ]
