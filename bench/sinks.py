@@ -26,13 +26,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from bench.procs import API_KEY, DEFAULT_FIELDS, ROOT, Sandbox, daemon_config
 from bench.sections import Plan, _generate, _stream, product_drain, workdir
+from tests.support.s3 import BUCKET, running_moto
 
 Log = Callable[[str], None]
-BUCKET = "bench"
 ANSWERS = {
     "/v1/logs": (200, "application/x-protobuf", b""),
     "/_bulk": (200, "application/json", b'{"errors":false}'),
@@ -95,33 +93,6 @@ def tcp_destination() -> Iterator[int]:
         server.close()
 
 
-@contextmanager
-def s3_destination() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.put(f"{url}/{BUCKET}", timeout=2).raise_for_status()
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield url, process
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
 def sink_tables(http: str, tcp: int, s3: str, work: Path) -> dict[str, str]:
     return {
         "file": f'type = "file"\npath = "{work / "replayed.jsonl"}"\nfsync = "never"',
@@ -167,8 +138,8 @@ def sinks(sandbox: Sandbox, plan: Plan, log: Log) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with workdir("sinks") as work:
         product_drain(sandbox, plan.sink_entries, DEFAULT_FIELDS, work)
-        with http_destination() as http, tcp_destination() as tcp, s3_destination() as (s3, _):
-            tables = sink_tables(http, tcp, s3, work)
+        with http_destination() as http, tcp_destination() as tcp, running_moto() as moto:
+            tables = sink_tables(http, tcp, moto.url, work)
             sinks_toml = "\n".join(f"[sinks.{name}]\n{table}\n" for name, table in tables.items())
             config = work / "replay.toml"
             config.write_text(

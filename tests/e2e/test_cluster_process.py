@@ -62,7 +62,30 @@ def check_deliveries(hooks: dict[str, Receiver], expected: list[str], in_flight:
         assert all(len(used) == 1 for used in keys.values()), "a repeat under a new key"
 
 
-def start(member: Member, sandbox: SandboxThread) -> Member:
+def start_member(
+    name: str,
+    sandbox: SandboxThread,
+    dsn: str,
+    tmp_path: Path,
+    hooks: dict[str, str],
+    *,
+    poll_interval: float,
+    sandbox_url: str | None = None,
+    prefix: tuple[str, ...] = (),
+) -> Member:
+    """A daemon of the cluster as a subprocess, with its own state dir and the webhooks;
+    ``prefix`` runs it under another command (a network namespace)."""
+    config = cluster_toml(
+        sandbox_url=sandbox_url or sandbox.url,
+        dsn=dsn,
+        member=name,
+        state_dir=tmp_path / name,
+        hooks=hooks,
+        ttl=TTL,
+        poll_interval=poll_interval,
+        batch=BATCH,
+    )
+    member = Member(name, config, tmp_path, prefix=prefix)
     return member.start({"RUNFLOW_API_KEY": sandbox.api_key})
 
 
@@ -78,17 +101,9 @@ def test_sigkill_of_every_lease_owner_moves_its_leases_within_the_lease_time(
         urls = {stream: hooks[stream].url for stream in streams}
 
         def member(name: str) -> Member:
-            config = cluster_toml(
-                sandbox_url=sandbox_thread.url,
-                dsn=postgres_dsn,
-                member=name,
-                state_dir=tmp_path / name,
-                hooks=urls,
-                ttl=TTL,
-                poll_interval=POLL,
-                batch=BATCH,
+            return start_member(
+                name, sandbox_thread, postgres_dsn, tmp_path, urls, poll_interval=POLL
             )
-            return start(Member(name, config, tmp_path), sandbox_thread)
 
         everyone = {name: member(name) for name in ("m1", "m2", "m3")}
         all_leases = {f"stream:{s}" for s in streams} | {f"sink:hook-{s}" for s in streams}
@@ -149,23 +164,10 @@ def test_a_member_stopped_past_its_lease_has_its_late_write_refused_and_steps_do
     the epoch check. After SIGCONT the member steps down cleanly and takes its fair share
     again; nothing is lost or doubled beyond the batch in flight."""
     with receivers("a") as hooks:
+        urls = {"a": hooks["a"].url}
         members = {
-            name: start(
-                Member(
-                    name,
-                    cluster_toml(
-                        sandbox_url=sandbox_thread.url,
-                        dsn=postgres_dsn,
-                        member=name,
-                        state_dir=tmp_path / name,
-                        hooks={"a": hooks["a"].url},
-                        ttl=TTL,
-                        poll_interval=0.2,
-                        batch=BATCH,
-                    ),
-                    tmp_path,
-                ),
-                sandbox_thread,
+            name: start_member(
+                name, sandbox_thread, postgres_dsn, tmp_path, urls, poll_interval=0.2
             )
             for name in ("m1", "m2")
         }
@@ -249,24 +251,9 @@ def test_a_postgresql_restart_pauses_the_members_and_loses_nothing(
     so, retry with backoff, and go on; every entry still reaches the webhook."""
     dsn = own_postgres.dsn()
     with receivers("a") as hooks:
+        urls = {"a": hooks["a"].url}
         members = [
-            start(
-                Member(
-                    name,
-                    cluster_toml(
-                        sandbox_url=sandbox_thread.url,
-                        dsn=dsn,
-                        member=name,
-                        state_dir=tmp_path / name,
-                        hooks={"a": hooks["a"].url},
-                        ttl=TTL,
-                        poll_interval=0.2,
-                        batch=BATCH,
-                    ),
-                    tmp_path,
-                ),
-                sandbox_thread,
-            )
+            start_member(name, sandbox_thread, dsn, tmp_path, urls, poll_interval=0.2)
             for name in ("m1", "m2")
         ]
         try:
@@ -343,17 +330,16 @@ def test_a_partitioned_member_stops_working_before_its_leases_expire(tmp_path: P
         urls = {s: hook.url.replace("127.0.0.1", host) for s, hook in hooks.items()}
 
         def member(name: str, prefix: tuple[str, ...] = ()) -> Member:
-            config = cluster_toml(
-                sandbox_url=f"http://{host}:{port}",
-                dsn=server.dsn(host=host),
-                member=name,
-                state_dir=tmp_path / name,
-                hooks=urls,
-                ttl=TTL,
+            return start_member(
+                name,
+                sandbox,
+                server.dsn(host=host),
+                tmp_path,
+                urls,
                 poll_interval=0.2,
-                batch=BATCH,
+                sandbox_url=f"http://{host}:{port}",
+                prefix=prefix,
             )
-            return start(Member(name, config, tmp_path, prefix=prefix), sandbox)
 
         dsn = server.dsn()
         cut_off = member("cut", ("ip", "netns", "exec", namespace))

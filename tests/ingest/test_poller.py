@@ -358,16 +358,16 @@ async def test_quiet_polls_stop_re_reading_old_entries(
         daemon.request_stop()
 
 
-async def test_far_behind_streams_backfill_in_parallel_windows_in_order(
-    sandbox: SandboxHandle, tmp_path: Path
-) -> None:
-    """A stream ten minutes behind a slow API fetches time windows in parallel (requests
-    with an upper bound on timestamp) and still journals every entry once, in order."""
+async def _drain_ten_minutes_behind_a_slow_api(
+    sandbox: SandboxHandle, tmp_path: Path, entries: int
+) -> Path:
+    """``entries`` 200 ms apart from ten minutes ago, behind 50 ms a request, drained with
+    pages of 100 and up to 6 windows at once; the file they went to."""
     from runflow_tail.times import NS_PER_SECOND, now_ns
 
     sandbox.world.options = sandbox.world.options.updated({"latency": 0.05})
     sandbox.world.generate(
-        3000, timestamp_ns=now_ns() - 600 * NS_PER_SECOND, step_ms=200, full_run=False
+        entries, timestamp_ns=now_ns() - 600 * NS_PER_SECOND, step_ms=200, full_run=False
     )
     output = tmp_path / "out.jsonl"
     settings = settings_for(
@@ -378,7 +378,16 @@ async def test_far_behind_streams_backfill_in_parallel_windows_in_order(
         backfill_parallelism=6,
         backfill_after=60,
     )
-    await run_daemon_until(settings, lambda: count_lines(output) >= 3000)
+    await run_daemon_until(settings, lambda: count_lines(output) >= entries)
+    return output
+
+
+async def test_far_behind_streams_backfill_in_parallel_windows_in_order(
+    sandbox: SandboxHandle, tmp_path: Path
+) -> None:
+    """A stream ten minutes behind a slow API fetches time windows in parallel (requests
+    with an upper bound on timestamp) and still journals every entry once, in order."""
+    output = await _drain_ten_minutes_behind_a_slow_api(sandbox, tmp_path, 3000)
     assert [e["id"] for e in read_jsonl(output)] == sandbox_ids(sandbox)
     queries = [q.get("q", "") for q in _stats(sandbox)["recent_logs_queries"]]
     assert any("timestamp<" in q for q in queries)
@@ -390,21 +399,6 @@ async def test_a_dense_backlog_behind_a_slow_api_gets_every_window_in_the_first_
     """The backlog's first full page proves the data dense, so the first round of windows
     is as wide as backfill_parallelism allows: a backlog of about that many windows is
     fetched all at once, not one window, then two, then three (a round trip each)."""
-    from runflow_tail.times import NS_PER_SECOND, now_ns
-
-    sandbox.world.options = sandbox.world.options.updated({"latency": 0.05})
-    sandbox.world.generate(
-        600, timestamp_ns=now_ns() - 600 * NS_PER_SECOND, step_ms=200, full_run=False
-    )
-    output = tmp_path / "out.jsonl"
-    settings = settings_for(
-        sandbox,
-        tmp_path / "state",
-        output,
-        page_size=100,
-        backfill_parallelism=6,
-        backfill_after=60,
-    )
-    await run_daemon_until(settings, lambda: count_lines(output) >= 600)
+    output = await _drain_ten_minutes_behind_a_slow_api(sandbox, tmp_path, 600)
     assert [e["id"] for e in read_jsonl(output)] == sandbox_ids(sandbox)
     assert _stats(sandbox)["max_in_flight"] >= 6

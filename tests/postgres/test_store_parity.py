@@ -18,6 +18,7 @@ from runflow_tail.ownership import sink_lease, stream_lease
 from runflow_tail.postgres import Database, Fences, PostgresStore
 from runflow_tail.postgres.journal import PostgresJournal
 
+from tests.support.harness import wait_for
 from tests.support.postgres import claim
 
 S = 1_000_000_000
@@ -153,8 +154,7 @@ async def test_an_outage_of_writes_lasts_until_a_write_succeeds(
         admin.execute(full_disk)
         async with anyio.create_task_group() as tg:
             tg.start_soon(journal.save_cursor, "s", CursorState("fp", watermark=1))
-            while journal.outage is None:
-                await anyio.sleep(0.01)
+            await wait_for(lambda: journal.outage is not None)
             for _ in range(3):
                 await journal._read(journal.store.max_seq)
                 assert journal.outage is not None

@@ -11,6 +11,7 @@ import fcntl
 import os
 from pathlib import Path
 
+from runflow_tail.directories import make_directories
 from runflow_tail.errors import StateError, StateLocked
 
 LOCK_NAME = "lock"
@@ -23,7 +24,8 @@ class StateDirLock:
 
     def acquire(self) -> None:
         try:
-            make_private_directory(self.path.parent)
+            # Private: the journal holds every entry fetched.
+            make_directories(self.path.parent, 0o700)
             descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         except OSError as exc:
             raise StateError(
@@ -56,23 +58,6 @@ class StateDirLock:
 
     def __exit__(self, *exc_info: object) -> None:
         self.release()
-
-
-def make_private_directory(directory: Path) -> None:
-    """Create ``directory`` (and missing parents) mode 0700 whatever the umask: the journal
-    holds every entry fetched. An existing directory is left as its owner set it."""
-    missing: list[Path] = []
-    while not directory.exists():
-        missing.append(directory)
-        if directory.parent == directory:
-            break
-        directory = directory.parent
-    for created in reversed(missing):
-        try:
-            created.mkdir(mode=0o700)
-        except FileExistsError:
-            continue
-        created.chmod(0o700)
 
 
 def is_locked(state_dir: Path) -> bool:

@@ -130,6 +130,21 @@ class CursorState:
                 newest, last_id = entry[1], entry[0]
         return replace(self, watermark=newest, last_id=last_id)
 
+    def row(self, stream: str) -> tuple[object, ...]:
+        """The ``cursors`` table's columns in order, ``updated_at`` now (both backends)."""
+        return (
+            stream,
+            self.fingerprint,
+            self.watermark,
+            self.floor,
+            self.strategy,
+            self.api_cursor,
+            self.last_id,
+            self.health_error,
+            self.last_success_at,
+            time.time(),
+        )
+
 
 MINIMUM_SQLITE = (3, 25, 0)
 """Upserts (3.24) and window functions (3.25, batch_read.py)."""
@@ -254,18 +269,7 @@ class JournalStore(DeadLetterStore, AlertStateStore):
             "last_id, health_error, last_success_at, updated_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (stream) DO UPDATE SET "
             + ", ".join(f"{column} = excluded.{column}" for column in updated),
-            (
-                stream,
-                state.fingerprint,
-                state.watermark,
-                state.floor,
-                state.strategy,
-                state.api_cursor,
-                state.last_id,
-                state.health_error,
-                state.last_success_at,
-                time.time(),
-            ),
+            state.row(stream),
         )
 
     def list_cursors(self) -> dict[str, CursorState]:

@@ -88,7 +88,7 @@ class PostgresStore(AlertsAndLetters):
         with transaction(db):
             self._fence(db, lease, epoch)
             statement = sql.SAVE_HEALTH if health_only else sql.SAVE_CURSOR
-            db.execute(statement, _cursor_row(stream, state))
+            db.execute(statement, state.row(stream))
 
     @guarded
     def delete_cursor(self, stream: str) -> None:
@@ -128,7 +128,7 @@ class PostgresStore(AlertsAndLetters):
             else:
                 added = db.execute(sql.HEAD)
             self._fence(db, lease, epoch)
-            db.execute(sql.SAVE_CURSOR, _cursor_row(stream, state))
+            db.execute(sql.SAVE_CURSOR, state.row(stream))
         result = added.fetchone()
         assert result is not None
         previous = int(result[0])
@@ -268,18 +268,3 @@ def _rejected_letters(
         "payloads": [encode_letter([Entry(0, stream, item.id, 0, item.raw)]) for item in rejected],
         "keys": [f"stream:{stream}:{item.id}" for item in rejected],
     }
-
-
-def _cursor_row(stream: str, state: CursorState) -> tuple[object, ...]:
-    return (
-        stream,
-        state.fingerprint,
-        state.watermark,
-        state.floor,
-        state.strategy,
-        state.api_cursor,
-        state.last_id,
-        state.health_error,
-        state.last_success_at,
-        time.time(),
-    )

@@ -31,6 +31,7 @@ import anyio
 import msgspec
 from pydantic import field_validator
 
+from runflow_tail.directories import make_directories
 from runflow_tail.errors import SinkRejectedError, SinkRetryableError
 from runflow_tail.models import Entry, FileMode, PositiveDuration
 from runflow_tail.observability import get_logger
@@ -148,26 +149,12 @@ class FileSink:
         except FileNotFoundError:
             return 0
 
-    def _make_directory(self, directory: Path) -> None:
-        missing: list[Path] = []
-        while not directory.exists():
-            missing.append(directory)
-            if directory.parent == directory:
-                break
-            directory = directory.parent
-        for created in reversed(missing):
-            try:
-                created.mkdir(mode=self._dir_mode)
-            except FileExistsError:
-                continue
-            created.chmod(self._dir_mode)  # exactly, whatever the umask
-
     def _open_for_append(self, path: str) -> int:
         flags = os.O_WRONLY | os.O_APPEND | self._nofollow
         try:
             return os.open(path, flags)
         except FileNotFoundError:
-            self._make_directory(Path(path).parent)
+            make_directories(Path(path).parent, self._dir_mode)
         try:
             descriptor = os.open(path, flags | os.O_CREAT | os.O_EXCL, self._mode)
         except FileExistsError:
@@ -198,7 +185,7 @@ class FileSink:
         return False
 
     def _write_intent(self, intent: _Intent) -> None:
-        self._make_directory(self._intent_path.parent)
+        make_directories(self._intent_path.parent, self._dir_mode)
         # Made anew each time (never opened through whatever sits at its name): unlink
         # removes a link itself, and O_EXCL | O_NOFOLLOW refuse anything planted meanwhile.
         with contextlib.suppress(FileNotFoundError):
