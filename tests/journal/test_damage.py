@@ -107,7 +107,8 @@ async def test_a_full_disk_under_the_journal_pauses_polling_and_loses_nothing(
     output = tmp_path / "out.jsonl"
     with small_filesystem(tmp_path / "small") as small, hostile_api() as api:
         ballast = small / "ballast"
-        ballast.write_bytes(b"\0" * (3 * 1024 * 1024 + 900 * 1024))
+        # Room for a new journal (its schema is 15 pages of 32 KiB) and not for the entries.
+        ballast.write_bytes(b"\0" * (3 * 1024 * 1024 + 256 * 1024))
         api.items = [item(f"e{i:04d}", message="m" * 2000) for i in range(300)]
         settings = _settings(api, tmp_path, small / "state", output)
         daemon = Daemon(settings, small / "state", RunOptions(handle_signals=False))

@@ -10,7 +10,15 @@ from __future__ import annotations
 import functools
 import sqlite3
 
-WRITER_AUTOCHECKPOINT_PAGES = 16384
+PAGE_SIZE = 32768
+"""Bytes per database page, for journals created from now on (an existing journal keeps
+its own: changing it rewrites the whole file). SQLite writes every page to the WAL, and
+later to the database, as a frame of its own (two writes each), and a full run object
+(about 6 KB) spills into overflow pages: with 4 KiB pages, inserting and checkpointing
+6 KB entries took 17-18 µs of CPU each, with 32 KiB pages 9-10 µs; 200-byte entries cost
+the same either way (2.7 µs). The price is in small commits: a live poll's few entries
+write about 140 KiB of WAL instead of 23 KiB (100 µs of CPU instead of 52)."""
+WRITER_AUTOCHECKPOINT_BYTES = 64 * 1024 * 1024
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
 SCHEMA_VERSION = 5
 

@@ -33,11 +33,12 @@ from runflow_tail.journal.recent import Appended
 from runflow_tail.journal.schema import (
     _MIGRATIONS,
     _PADDING_ROW,
+    PAGE_SIZE,
     ROWS_PER_STATEMENT,
     SCHEMA_VERSION,
     SMALL_STATEMENT_ROWS,
     WAL_SIZE_LIMIT,
-    WRITER_AUTOCHECKPOINT_PAGES,
+    WRITER_AUTOCHECKPOINT_BYTES,
     _insert_sql,
     _NewerSchema,
     _tune,
@@ -169,13 +170,18 @@ class JournalStore(DeadLetterStore, AlertStateStore):
                 f"cannot open the journal {path} ({exc}); check state.dir and its permissions"
             ) from exc
         try:
+            # Only takes effect on a journal that has no page yet (a new one).
+            self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")
             self._db.execute("PRAGMA journal_mode=WAL")
             # WAL + NORMAL survives any process crash; after a power loss the newest
             # transactions may roll back together with their cursor, never apart from it.
             self._db.execute("PRAGMA synchronous=NORMAL")
             # Checkpoints (copying the WAL into the database, with fsyncs) run from the
             # reader's thread (``checkpoint``); this is only the writer's safety net.
-            self._db.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")
+            page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
+            self._db.execute(
+                f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_BYTES // page_size}"
+            )
             self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             _tune(self._db)
             limit = self._db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 5
