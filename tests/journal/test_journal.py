@@ -15,6 +15,8 @@ from typing import cast
 
 import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from runflow_tail.errors import JournalUnreadable, StateError, StateLocked
 from runflow_tail.journal import (
     JOURNAL_NAME,
@@ -105,6 +107,31 @@ def test_re_read_entries_are_dropped(store: JournalStore) -> None:
     assert inserted == 1
     assert ids(store.read_after(0, ["s"], max_events=10, max_bytes=10_000)) == ["a", "b", "c"]
     assert store.entries_count() == 3
+
+
+@settings(max_examples=25, deadline=None)
+@given(pages=st.lists(st.tuples(st.integers(0, 1100), st.integers(0, 40)), min_size=1, max_size=6))
+def test_commits_of_any_size_journal_each_entry_once_in_order(
+    tmp_path_factory: pytest.TempPathFactory, pages: list[tuple[int, int]]
+) -> None:
+    """Whatever a commit's size (inserts are cut into statements of a few sizes, padded),
+    every new entry is journaled once, with the seq the commit reported, in order, and the
+    re-reads a commit repeats from the one before are dropped."""
+    store = JournalStore(tmp_path_factory.mktemp("sizes") / JOURNAL_NAME)
+    expected: list[str] = []
+    try:
+        for number, (new, repeated) in enumerate(pages):
+            fresh = [f"p{number}-{index}" for index in range(new)]
+            again = expected[-repeated:] if repeated else []
+            appended = store.append("s", rows(*again, *fresh), STATE)
+            assert [row[0] for row in appended.rows] == fresh
+            expected += fresh
+        journaled = store.read_after(0, ["s"], max_events=10_000, max_bytes=10**9)
+        assert ids(journaled) == expected
+        seqs = [entry.seq for entry in journaled]
+        assert seqs == sorted(set(seqs))
+    finally:
+        store.close()
 
 
 def test_same_id_in_another_stream_is_a_new_entry(store: JournalStore) -> None:

@@ -105,16 +105,16 @@ _MIGRATIONS: dict[int, str] = {
 }
 
 
-ROWS_PER_STATEMENT = 1024
-"""Rows per INSERT statement (5 parameters each), unless SQLite was built with a lower
-limit. Each statement is one GIL handoff."""
-SMALL_STATEMENT_ROWS = 64
-"""For the few entries of a live poll: padding them to a large statement would waste
-binding work on every poll."""
+STATEMENT_ROWS = (64, 128, 256, 512)
+"""The sizes of an INSERT statement, in rows of 5 parameters (unless SQLite was built with
+a lower limit). Each statement is one GIL handoff, so a commit takes the fewest that hold
+it; but SQLite still evaluates the rows a statement is padded with: a 500-entry page in a
+1,024-row statement cost 2.5 µs per entry to append, in a 512-row one 1.4 µs. With
+these sizes, padding stays under half of the last statement."""
 _PADDING_ROW = (0, None, None, None, None)
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=len(STATEMENT_ROWS))
 def _insert_sql(rows: int) -> str:
     values = ",".join(["(?,?,?,?,?)"] * rows)
     # Only placeholders are interpolated, never data.

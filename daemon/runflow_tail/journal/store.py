@@ -34,9 +34,8 @@ from runflow_tail.journal.schema import (
     _MIGRATIONS,
     _PADDING_ROW,
     PAGE_SIZE,
-    ROWS_PER_STATEMENT,
     SCHEMA_VERSION,
-    SMALL_STATEMENT_ROWS,
+    STATEMENT_ROWS,
     WAL_SIZE_LIMIT,
     WRITER_AUTOCHECKPOINT_BYTES,
     _insert_sql,
@@ -185,8 +184,7 @@ class JournalStore(DeadLetterStore, AlertStateStore):
             self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             _tune(self._db)
             limit = self._db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 5
-            self._small_statement_rows = min(SMALL_STATEMENT_ROWS, limit)
-            self._rows_per_statement = min(ROWS_PER_STATEMENT, limit)
+            self._statement_rows = sorted({min(rows, limit) for rows in STATEMENT_ROWS})
             self._migrate()
             self._db.execute("SELECT count(*) FROM cursors").fetchone()
             self._quick_check()
@@ -360,13 +358,15 @@ class JournalStore(DeadLetterStore, AlertStateStore):
         statement per chunk keeps the B-tree work in C with the GIL released.
 
         A prepared statement costs about 1 KB per row and the connection caches every
-        distinct one, so there are only two sizes; a chunk is padded with rows that
-        NOT NULL makes SQLite skip (an explicit seq 0, so no sequence number is used).
+        distinct one, so there are only a few sizes (``STATEMENT_ROWS``): full statements
+        of the largest, then the smallest that holds the rest, padded with rows that NOT
+        NULL makes SQLite skip (an explicit seq 0, so no sequence number is used).
         """
-        small, large = self._small_statement_rows, self._rows_per_statement
+        sizes = self._statement_rows
         start = 0
         while start < len(rows):
-            size = small if len(rows) - start <= small else large
+            left = len(rows) - start
+            size = next((fits for fits in sizes if fits >= left), sizes[-1])
             chunk = rows[start : start + size]
             params: list[object] = []
             for seq, (entry_id, timestamp_ns, raw) in enumerate(chunk, first_seq + start):
