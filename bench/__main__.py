@@ -16,11 +16,12 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from bench import cluster, profile, real_world, report, sections, sinks
+from bench import ceiling, cluster, profile, real_world, report, sections, sinks
 from bench.procs import ROOT, Sandbox
 
 SECTIONS = (
     "drain",
+    "ceiling",
     "live",
     "idle",
     "slow_sink",
@@ -133,6 +134,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     with Sandbox() as sandbox:
         if "drain" in wanted:
             attempt("drain", lambda: {"drain": sections.drain(sandbox, plan, log)})
+        if "ceiling" in wanted:
+            attempt("ceiling", lambda: {"ceiling": ceiling.ceiling(sandbox, plan, log)})
         if wanted & {"live", "idle"}:
             attempt(
                 "live/idle",

@@ -323,6 +323,8 @@ class LineCounter:
         self.path = path
         self.lines = 0
         self._offset = 0
+        self.seen: list[tuple[float, int]] = []
+        """(monotonic instant, lines) at each look while waiting."""
 
     def update(self) -> int:
         try:
@@ -346,8 +348,9 @@ class LineCounter:
         """Poll until the file holds ``lines`` lines; the monotonic instant seen, or None."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.update() >= lines:
-                return time.monotonic()
+            self.seen.append((time.monotonic(), self.update()))
+            if self.lines >= lines:
+                return self.seen[-1][0]
             if not alive():
                 return None
             time.sleep(interval)

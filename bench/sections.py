@@ -194,6 +194,7 @@ def product_drain(
         "seconds": round(seconds, 3),
         "startup_seconds": round(first_request - daemon.started_at, 3),
         "entries_per_s": round(count / seconds, 1),
+        "last_vs_first_quarter": _pace(counter.seen, count, first_request, done_at),
         "api_requests": stats["logs_requests"],
         "requests_before_retry_after": stats.get("requests_before_retry_after", 0),
         "bytes_read": bench["response_bytes"],
@@ -207,6 +208,18 @@ def product_drain(
         "warnings": daemon.warnings(),
         "params": _page_params(stats, fields),
     }
+
+
+def _pace(seen: list[tuple[float, int]], count: int, start: float, done: float) -> float:
+    """The rate over the drain's last quarter over that of its first: whether it slows as
+    the journal grows. Each quarter runs from the look before it began to the one after it
+    ended, so a look that skipped a boundary still gives a rate."""
+    quarter = count // 4
+    first_at, first_lines = next(((t, n) for t, n in seen if n >= quarter), (done, count))
+    last_at, last_lines = max(((t, n) for t, n in seen if n <= count - quarter), default=(start, 0))
+    first_rate = first_lines / max(first_at - start, 1e-9)
+    last_rate = (count - last_lines) / max(done - last_at, 1e-9)
+    return round(last_rate / first_rate, 3)
 
 
 def _loop_document(result: Any, sandbox_cpu: float) -> dict[str, Any]:

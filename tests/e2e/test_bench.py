@@ -18,6 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SECTIONS = (
     "drain",
+    "ceiling",
     "live",
     "idle",
     "slow_sink",
@@ -76,6 +77,6 @@ def test_quick_bench_reports_every_section(tmp_path: Path) -> None:
     assert "failover" not in results["postgres"]  # the suite runs the SIGKILL test itself
     # Every target has a verdict, and the table names each one.
     assert {check["result"] for check in document["targets"]} <= {"PASS", "FAIL", "n/a"}
-    assert len(document["targets"]) == 15
+    assert len(document["targets"]) == 16
     for check in document["targets"]:
         assert check["goal"] in done.stdout
