@@ -22,11 +22,9 @@ from tests.support.filesystems import small_filesystem
 from tests.support.harness import run_cli, settings_for, wait_for
 from tests.support.hostile import hostile_api, item
 
-PAGE = 4096
-
 
 def filled_journal(state_dir: Path, entries: int = 4000) -> Path:
-    """A closed journal of ``entries`` entries (several hundred pages)."""
+    """A closed journal of ``entries`` entries (dozens of pages)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     store = JournalStore(state_dir / JOURNAL_NAME)
     rows = [
@@ -43,10 +41,14 @@ def damage_middle(path: Path) -> None:
     """Overwrite the start of every page in the middle third of the file (b-tree pages'
     headers, whichever tree each belongs to): off the path of the few reads a start makes,
     on the path of reading the entries and of the next prune."""
-    pages = path.stat().st_size // PAGE
+    with path.open("rb") as handle:
+        # The file header's page size (1 stands for 65536).
+        page_size = int.from_bytes(handle.read(18)[16:18], "big") or 1
+        page_size = 65536 if page_size == 1 else page_size
+    pages = path.stat().st_size // page_size
     with path.open("r+b") as handle:
         for page in range(pages // 3, 2 * pages // 3):
-            handle.seek(page * PAGE)
+            handle.seek(page * page_size)
             handle.write(b"\xff" * 64)
 
 
@@ -107,7 +109,8 @@ async def test_a_full_disk_under_the_journal_pauses_polling_and_loses_nothing(
     output = tmp_path / "out.jsonl"
     with small_filesystem(tmp_path / "small") as small, hostile_api() as api:
         ballast = small / "ballast"
-        # Room for a new journal (its schema is 15 pages of 32 KiB) and not for the entries.
+        # Room for a new journal (about 550 KiB with its WAL and shared memory) and not for
+        # the entries.
         ballast.write_bytes(b"\0" * (3 * 1024 * 1024 + 256 * 1024))
         api.items = [item(f"e{i:04d}", message="m" * 2000) for i in range(300)]
         settings = _settings(api, tmp_path, small / "state", output)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -109,16 +110,29 @@ def test_re_read_entries_are_dropped(store: JournalStore) -> None:
     assert store.entries_count() == 3
 
 
+STATEMENT_EDGES = [1, 63, 64, 65, 127, 128, 129, 255, 256, 257, 511, 512, 513, 1024, 1025]
+
+
 @settings(max_examples=25, deadline=None)
-@given(pages=st.lists(st.tuples(st.integers(0, 1100), st.integers(0, 40)), min_size=1, max_size=6))
+@given(
+    pages=st.lists(
+        st.tuples(
+            st.one_of(st.sampled_from(STATEMENT_EDGES), st.integers(0, 1100)),
+            st.integers(0, 40),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
 def test_commits_of_any_size_journal_each_entry_once_in_order(
     tmp_path_factory: pytest.TempPathFactory, pages: list[tuple[int, int]]
 ) -> None:
     """Whatever a commit's size (inserts are cut into statements of a few sizes, padded),
-    every new entry is journaled once, with the seq the commit reported, in order, and the
-    re-reads a commit repeats from the one before are dropped."""
+    every new entry is journaled once, under the seq the commit reported, in order, and
+    the re-reads a commit repeats from the one before are dropped."""
     store = JournalStore(tmp_path_factory.mktemp("sizes") / JOURNAL_NAME)
     expected: list[str] = []
+    reported: list[int] = []
     try:
         for number, (new, repeated) in enumerate(pages):
             fresh = [f"p{number}-{index}" for index in range(new)]
@@ -126,12 +140,27 @@ def test_commits_of_any_size_journal_each_entry_once_in_order(
             appended = store.append("s", rows(*again, *fresh), STATE)
             assert [row[0] for row in appended.rows] == fresh
             expected += fresh
+            reported += appended.seqs
         journaled = store.read_after(0, ["s"], max_events=10_000, max_bytes=10**9)
-        assert ids(journaled) == expected
-        seqs = [entry.seq for entry in journaled]
-        assert seqs == sorted(set(seqs))
+        assert [(entry.seq, entry.id) for entry in journaled] == list(
+            zip(reported, expected, strict=True)
+        )
     finally:
         store.close()
+
+
+def test_a_poll_of_only_re_reads_writes_nothing_to_disk(store: JournalStore) -> None:
+    """A quiet stream re-reads its lookback every poll: with the cursor unmoved, that
+    commit changes nothing and writes nothing; a cursor that moves is still saved."""
+    commit(store, "s", rows("a", "b"), STATE)
+    wal = store.path.with_name(store.path.name + "-wal")
+    before = wal.stat().st_size
+    assert commit(store, "s", rows("a", "b"), STATE) == (0, 2)
+    assert wal.stat().st_size == before
+    moved = replace(STATE, api_cursor="next")
+    assert commit(store, "s", rows("a", "b"), moved) == (0, 2)
+    assert wal.stat().st_size > before
+    assert store.load_cursor("s") == moved
 
 
 def test_same_id_in_another_stream_is_a_new_entry(store: JournalStore) -> None:
@@ -450,6 +479,31 @@ def test_the_v5_upgrade_keeps_entries_and_never_gives_a_seq_twice(tmp_path: Path
         assert columns == ["stream", "ts", "id"]
     finally:
         store.close()
+
+
+def test_new_journals_get_large_pages_and_old_ones_keep_theirs(tmp_path: Path) -> None:
+    """32 KiB pages for a new journal (full run objects spill into fewer overflow pages);
+    a journal written with 4 KiB pages keeps them (changing would rewrite the file), and
+    either way the writer's safety-net checkpoint comes at 64 MiB of WAL."""
+    fresh = JournalStore(tmp_path / JOURNAL_NAME)
+    old_path = tmp_path / "old.sqlite3"
+    with contextlib.closing(sqlite3.connect(old_path)) as db:
+        db.execute("PRAGMA page_size=4096")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE placeholder (x)")
+    old = JournalStore(old_path)
+    try:
+        for store, page_size in ((fresh, 32768), (old, 4096)):
+            settings = [
+                store._db.execute(f"PRAGMA {name}").fetchone()[0]
+                for name in ("page_size", "wal_autocheckpoint")
+            ]
+            assert settings == [page_size, 64 * 1024 * 1024 // page_size]
+        commit(old, "s", rows("a"), STATE)
+        assert ids(old.read_after(0, ["s"], max_events=10, max_bytes=10_000)) == ["a"]
+    finally:
+        fresh.close()
+        old.close()
 
 
 def test_v1_journal_is_upgraded_keeping_its_data(tmp_path: Path) -> None:

@@ -110,7 +110,8 @@ STATEMENT_ROWS = (64, 128, 256, 512)
 a lower limit). Each statement is one GIL handoff, so a commit takes the fewest that hold
 it; but SQLite still evaluates the rows a statement is padded with: a 500-entry page in a
 1,024-row statement cost 2.5 µs per entry to append, in a 512-row one 1.4 µs. With
-these sizes, padding stays under half of the last statement."""
+these sizes, padding stays under half of the last statement unless that is the smallest
+(a live poll's few entries: 64 rows cost little)."""
 _PADDING_ROW = (0, None, None, None, None)
 
 

@@ -315,6 +315,12 @@ class JournalStore(DeadLetterStore, AlertStateStore):
             before = self._db.total_changes
             self._insert_entries(stream, previous + 1, new_rows)
             inserted = self._db.total_changes - before
+            if not inserted and not rejected and self.load_cursor(stream) == state:
+                # Only re-reads, and a cursor that would not move: a quiet stream's polls
+                # (lookback re-reads every poll_interval) then write nothing, rather than two
+                # 32 KiB pages each time (5.5 GB a day at one poll a second).
+                self._db.execute("ROLLBACK")
+                return Appended(previous, stream, (), (), self.max_seq())
             self._write_cursor(stream, state)
             seqs: Sequence[int] = range(previous + 1, previous + 1 + len(new_rows))
             if inserted < len(new_rows):
