@@ -7,34 +7,38 @@ the daemon does to every page, measured in this process on the drain's data:
 - ``journal``: and the real ``JournalStore.append`` of each page with its cursor, in this
   thread (no event loop, no worker threads, no delivery);
 - ``page journal``: instead, a *prototype* of a page-level journal (one row per page with
-  its bytes, a key row per entry for de-duplication, written by SQLite's ``json_each`` so
-  no Python runs per entry): what issue 18's "page-level journal" design step would
+  its bytes; the per-entry key rows for de-duplication made by SQLite's ``json_each``
+  from one JSON array per page, so the statement runs no Python per entry, though
+  building the arrays does): what issue 18's "page-level journal" design step would
   save, measured before anyone builds it;
 - ``file only``: parsing, then each page's entries appended to a JSON Lines file, with no
   journal at all: the most a daemon could reach that hands entries to a fast sink before
   anything is durable (a weaker promise than ours).
 
-A stage's ratio to the limit is the most the daemon could reach while it does that much
-work per entry on one core: the daemon adds delivery, the event loop and its threads.
+Every stage runs twice, in opposite orders, and the faster run counts: the first walk
+warms the sandbox's caches, and each stage's deleted files leave the page cache warm for
+the next (on this VM, writing into memory freed a moment ago costs a tenth of the system
+time), so no stage should gain or lose by its place. A stage's ratio to the limit is the
+most the daemon could reach while it does that much work per entry on one core: the
+daemon adds delivery, the event loop and its threads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import msgspec
 from runflow_tail.api.client import Page, parse_page
+from runflow_tail.journal.schema import PAGE_SIZE as JOURNAL_PAGE_SIZE
 from runflow_tail.journal.store import CursorState, JournalStore
 
-from bench.loops import HEADERS, PAGE_PATH, LoopResult, _Cursor, _first_params
+from bench.loops import LoopResult, PageStep, limit_step, walk_pages
 from bench.procs import DEFAULT_FIELDS, Sandbox
-from bench.sections import HISTORY_AGES, PAGE_SIZE, SORT, Log, Plan, workdir
+from bench.sections import PAGE_SIZE, SORT, Log, Plan, history_backlog, workdir
 
 STAGES = ("limit", "parse", "journal", "page journal", "file only")
 _encode = msgspec.json.Encoder().encode
@@ -46,7 +50,7 @@ class PageJournalProbe:
 
     def __init__(self, path: Path) -> None:
         db = self.db = sqlite3.connect(path, isolation_level=None)
-        db.execute("PRAGMA page_size=32768")
+        db.execute(f"PRAGMA page_size={JOURNAL_PAGE_SIZE}")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute(
@@ -60,28 +64,28 @@ class PageJournalProbe:
         db.execute("CREATE TABLE cursors (stream TEXT PRIMARY KEY, watermark INTEGER)")
         self.seq = 0
 
+    def close(self) -> None:
+        self.db.close()
+
     def append(self, stream: str, page: Page) -> None:
         rows = page.entries
         if not rows:
             return
         keys = _encode([(row[0], row[1]) for row in rows])
         raws = [row[2] for row in rows]
+        lengths = _encode(list(map(len, raws)))
         db = self.db
         db.execute("BEGIN IMMEDIATE")
+        # json_extract, not ->>: that operator needs SQLite 3.38.
         db.execute(
-            "INSERT OR IGNORE INTO keys (stream, ts, id, seq) "
-            "SELECT ?1, value->>1, value->>0, ?2 + key FROM json_each(?3)",
+            "INSERT OR IGNORE INTO keys (stream, ts, id, seq) SELECT ?1, "
+            "json_extract(value, '$[1]'), json_extract(value, '$[0]'), ?2 + key "
+            "FROM json_each(?3)",
             (stream, self.seq + 1, keys),
         )
         db.execute(
             "INSERT INTO pages VALUES (?, ?, ?, ?, ?)",
-            (
-                self.seq + 1,
-                self.seq + len(rows),
-                stream,
-                b"".join(raws),
-                _encode(list(map(len, raws))),
-            ),
+            (self.seq + 1, self.seq + len(rows), stream, b"".join(raws), lengths),
         )
         db.execute(
             "INSERT INTO cursors VALUES (?, ?) ON CONFLICT (stream) DO UPDATE "
@@ -92,18 +96,14 @@ class PageJournalProbe:
         self.seq += len(rows)
 
 
-def _stage_step(stage: str, work: Path) -> Callable[[bytes], tuple[int, str | None]]:
-    """What the stage does with each page body: returns its item count and next cursor."""
+def _stage_step(stage: str, work: Path, resources: contextlib.ExitStack) -> PageStep:
     if stage == "limit":
-        decode = msgspec.json.Decoder(_Cursor).decode
-
-        def limit(body: bytes) -> tuple[int, str | None]:
-            page = decode(body)
-            return len(page.items), page.next if page.next is not None else page.next_pq
-
-        return limit
-    store = JournalStore(work / "journal.sqlite3") if stage == "journal" else None
-    probe = PageJournalProbe(work / "pages.sqlite3") if stage == "page journal" else None
+        return limit_step()
+    store = probe = None
+    if stage == "journal":
+        store = resources.enter_context(contextlib.closing(JournalStore(work / "j.sqlite3")))
+    if stage == "page journal":
+        probe = resources.enter_context(contextlib.closing(PageJournalProbe(work / "p.sqlite3")))
     state = CursorState("bench")
 
     def step(body: bytes) -> tuple[int, str | None]:
@@ -120,39 +120,25 @@ def _stage_step(stage: str, work: Path) -> Callable[[bytes], tuple[int, str | No
     return step
 
 
-async def _walk(base_url: str, params: dict[str, str], step: Callable[..., Any]) -> LoopResult:
-    query = _first_params(params)
-    entries = requests = size = 0
-    cpu0, t0 = time.process_time(), time.perf_counter()
-    async with httpx.AsyncClient(base_url=base_url, headers=HEADERS, timeout=60) as client:
-        while True:
-            response = await client.get(PAGE_PATH, params=query)
-            response.raise_for_status()
-            requests += 1
-            size += len(response.content)
-            count, cursor = step(response.content)
-            entries += count
-            if cursor is None:
-                break
-            query = {**query, "pq": cursor}
-    return LoopResult(entries, requests, size, time.perf_counter() - t0, time.process_time() - cpu0)
+def _walk(sandbox: Sandbox, params: dict[str, str], stage: str, count: int) -> LoopResult:
+    with workdir("ceiling") as work, contextlib.ExitStack() as resources:
+        step = _stage_step(stage, work, resources)
+        result = asyncio.run(walk_pages(sandbox.url, params, step))
+    if result.entries != count:
+        raise RuntimeError(f"the {stage} stage walked {result.entries} of {count} entries")
+    return result
 
 
 def _variant(sandbox: Sandbox, fields: tuple[str, ...], count: int) -> dict[str, Any]:
     params = {"limit": str(PAGE_SIZE), "sort_by": SORT}
     if fields:
         params["fields"] = ",".join(fields)
-    measured: dict[str, LoopResult] = {}
-    # The limit first and last, the faster counting: the first walk of a variant warms
-    # the sandbox's caches and ours, and no stage should gain from coming later.
-    for stage in (*STAGES, "limit"):
-        with workdir("ceiling") as work:
-            result = asyncio.run(_walk(sandbox.url, params, _stage_step(stage, work)))
-        if result.entries != count:
-            raise RuntimeError(f"the {stage} stage walked {result.entries} of {count}")
-        if stage not in measured or result.rate > measured[stage].rate:
-            measured[stage] = result
-    limit = measured["limit"]
+    best: dict[str, LoopResult] = {}
+    for stage in (*STAGES, *reversed(STAGES)):
+        result = _walk(sandbox, params, stage, count)
+        if stage not in best or result.rate > best[stage].rate:
+            best[stage] = result
+    limit = best["limit"]
     return {
         stage: {
             "entries_per_s": round(result.rate, 1),
@@ -160,14 +146,13 @@ def _variant(sandbox: Sandbox, fields: tuple[str, ...], count: int) -> dict[str,
             "vs_limit": round(result.rate / limit.rate, 3),
             "cpu_vs_limit": round(result.cpu_seconds / max(limit.cpu_seconds, 1e-9), 2),
         }
-        for stage, result in measured.items()
+        for stage, result in best.items()
     }
 
 
 def ceiling(sandbox: Sandbox, plan: Plan, log: Log) -> dict[str, Any]:
     log(f"ceiling: the drain's {plan.entries:,} entries, walked by partial loops")
-    sandbox.clear()
-    sandbox.clusters(HISTORY_AGES, plan.entries // len(HISTORY_AGES), step_ms=1.0, full_run=True)
+    history_backlog(sandbox, plan.entries)
     result: dict[str, Any] = {"entries": plan.entries}
     for variant, fields in (("projected", DEFAULT_FIELDS), ("full", ())):
         log(f"  {variant}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -57,8 +58,25 @@ def _first_params(params: dict[str, str]) -> dict[str, str]:
     return {key: value for key, value in params.items() if key != "pq"}
 
 
-async def _fetch_limit(base_url: str, params: dict[str, str], max_pages: int) -> LoopResult:
+PageStep = Callable[[bytes], tuple[int, str | None]]
+"""What a loop does with each page body: returns its item count and the next cursor."""
+
+
+def limit_step() -> PageStep:
+    """The fetch limit's only work: the items split off and the cursor read."""
     decode = msgspec.json.Decoder(_Cursor).decode
+
+    def step(body: bytes) -> tuple[int, str | None]:
+        page = decode(body)
+        return len(page.items), page.next if page.next is not None else page.next_pq
+
+    return step
+
+
+async def walk_pages(
+    base_url: str, params: dict[str, str], step: PageStep, max_pages: int = 100_000
+) -> LoopResult:
+    """Follow the cursors one request after another, handing each body to ``step``."""
     query = _first_params(params)
     entries = requests = size = 0
     cpu0, t0 = time.process_time(), time.perf_counter()
@@ -69,9 +87,8 @@ async def _fetch_limit(base_url: str, params: dict[str, str], max_pages: int) ->
             body = response.content
             requests += 1
             size += len(body)
-            page = decode(body)
-            entries += len(page.items)
-            cursor = page.next if page.next is not None else page.next_pq
+            count, cursor = step(body)
+            entries += count
             if cursor is None:
                 break
             query = {**query, "pq": cursor}
@@ -79,7 +96,7 @@ async def _fetch_limit(base_url: str, params: dict[str, str], max_pages: int) ->
 
 
 def fetch_limit(base_url: str, params: dict[str, str], *, max_pages: int = 100_000) -> LoopResult:
-    return asyncio.run(_fetch_limit(base_url, params, max_pages))
+    return asyncio.run(walk_pages(base_url, params, limit_step(), max_pages))
 
 
 def naive_poller(

@@ -348,7 +348,8 @@ class LineCounter:
         """Poll until the file holds ``lines`` lines; the monotonic instant seen, or None."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self.seen.append((time.monotonic(), self.update()))
+            self.update()
+            self.seen.append((time.monotonic(), self.lines))
             if self.lines >= lines:
                 return self.seen[-1][0]
             if not alive():

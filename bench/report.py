@@ -14,10 +14,11 @@ LIVE_P99_MARGIN_MS = 250.0
 PARALLEL_SPEEDUP = 4.0
 DRAIN_TARGETS = {"projected": (0.6, 1.5, 2.5), "full": (0.4, 3.0, 3.0)}
 """Per variant: product / fetch limit >=, product / naive >=, CPU per entry / limit's <=."""
-FULL_DRAIN_KEEPS_PACE = 0.8
+FULL_DRAIN_KEEPS_PACE = 0.9
 """A full-object drain's last quarter at least this fast as its first: "not slowing as the
-journal grows" (issue 8 saw 0.8, from 17k/s over 50k to 13.6k/s over 200k), with room
-for this machine's noise."""
+journal grows". Issue 8's slowdown was a whole drain of 200k at 0.8 of the rate of one of
+50k; within one drain its last quarter would have been slower still, so 0.9 catches it,
+with room for this machine's noise."""
 
 
 @dataclass
@@ -182,17 +183,23 @@ def _ceiling_rows(ceiling: dict[str, Any] | None) -> list[Row]:
         return []
     table: list[Row] = []
     for variant in ("projected", "full"):
-        for stage, measured in ceiling[variant].items():
-            if stage == "limit":
-                continue
-            section = f"ceiling {variant} ({ceiling['entries']:,})"
-            table.append(
-                Row(
-                    section if stage == "parse" else "",
-                    f"limit loop + {stage}",
-                    f"{measured['vs_limit']:.2f}x rate, {measured['cpu_vs_limit']:.2f}x CPU",
-                )
+        limit = ceiling[variant]["limit"]
+        table.append(
+            Row(
+                f"ceiling {variant} ({ceiling['entries']:,})",
+                "limit loop entries/s (CPU s)",
+                f"{_num(limit['entries_per_s'])} ({limit['cpu_seconds']:.2f})",
             )
+        )
+        for stage, measured in ceiling[variant].items():
+            if stage != "limit":
+                table.append(
+                    Row(
+                        "",
+                        f"  + {stage}",
+                        f"{measured['vs_limit']:.2f}x rate, {measured['cpu_vs_limit']:.2f}x CPU",
+                    )
+                )
     return table
 
 
@@ -219,13 +226,20 @@ def rows(results: dict[str, Any], checks: list[dict[str, Any]]) -> list[Row]:
                     f"drain {variant}: CPU per entry / fetch limit's",
                 )
             )
-            pace = "last quarter / first (entries/s)"
+            product = drain[variant]["product"]
+            table.append(
+                Row(
+                    "",
+                    "first / last quarter entries/s",
+                    f"{_num(product['first_quarter_entries_per_s'])} / "
+                    f"{_num(product['last_quarter_entries_per_s'])}",
+                )
+            )
+            pace = "last quarter / first"
             if variant == "full":
                 table.append(judged("", pace, "drain full: last quarter / first quarter entries/s"))
             else:
-                table.append(
-                    Row("", pace, f"{drain[variant]['product']['last_vs_first_quarter']:.2f}")
-                )
+                table.append(Row("", pace, f"{product['last_vs_first_quarter']:.2f}"))
     table += _ceiling_rows(results.get("ceiling"))
     live = results.get("live")
     if live:

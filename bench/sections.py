@@ -194,7 +194,7 @@ def product_drain(
         "seconds": round(seconds, 3),
         "startup_seconds": round(first_request - daemon.started_at, 3),
         "entries_per_s": round(count / seconds, 1),
-        "last_vs_first_quarter": _pace(counter.seen, count, first_request, done_at),
+        **_pace(counter.seen, count, done_at),
         "api_requests": stats["logs_requests"],
         "requests_before_retry_after": stats.get("requests_before_retry_after", 0),
         "bytes_read": bench["response_bytes"],
@@ -210,16 +210,25 @@ def product_drain(
     }
 
 
-def _pace(seen: list[tuple[float, int]], count: int, start: float, done: float) -> float:
-    """The rate over the drain's last quarter over that of its first: whether it slows as
-    the journal grows. Each quarter runs from the look before it began to the one after it
-    ended, so a look that skipped a boundary still gives a rate."""
-    quarter = count // 4
+def _pace(seen: list[tuple[float, int]], count: int, done: float) -> dict[str, float]:
+    """The rates over the drain's first and last quarter of lines, and their ratio:
+    whether the drain slows as the journal grows. The first quarter starts at the first
+    look that found a line (not at the first request: starting up is not pace); each
+    quarter runs from the look before its boundary to the one after, so a look that
+    skipped a boundary still gives a rate."""
+    quarter = max(1, count // 4)
+    start_at, start_lines = next(((t, n) for t, n in seen if n > 0), (done, count))
     first_at, first_lines = next(((t, n) for t, n in seen if n >= quarter), (done, count))
-    last_at, last_lines = max(((t, n) for t, n in seen if n <= count - quarter), default=(start, 0))
-    first_rate = first_lines / max(first_at - start, 1e-9)
+    last_at, last_lines = max(
+        ((t, n) for t, n in seen if n <= count - quarter), default=(start_at, start_lines)
+    )
+    first_rate = (first_lines - start_lines) / max(first_at - start_at, 1e-9)
     last_rate = (count - last_lines) / max(done - last_at, 1e-9)
-    return round(last_rate / first_rate, 3)
+    return {
+        "first_quarter_entries_per_s": round(first_rate, 1),
+        "last_quarter_entries_per_s": round(last_rate, 1),
+        "last_vs_first_quarter": round(last_rate / max(first_rate, 1e-9), 3),
+    }
 
 
 def _loop_document(result: Any, sandbox_cpu: float) -> dict[str, Any]:
@@ -270,10 +279,15 @@ HISTORY_AGES = [24 * 3600.0, 18 * 3600.0, 12 * 3600.0, 6 * 3600.0, 3600.0]
 a real organization's does (not one stretch continuous up to now)."""
 
 
+def history_backlog(sandbox: Sandbox, entries: int) -> None:
+    """The drain's backlog: ``entries`` in the five chunks of ``HISTORY_AGES``, 1 ms apart."""
+    sandbox.clear()
+    sandbox.clusters(HISTORY_AGES, entries // len(HISTORY_AGES), step_ms=1.0, full_run=True)
+
+
 def drain(sandbox: Sandbox, plan: Plan, log: Log) -> dict[str, Any]:
     log(f"drain: generating {plan.entries:,} entries in {len(HISTORY_AGES)} chunks of history")
-    sandbox.clear()
-    sandbox.clusters(HISTORY_AGES, plan.entries // len(HISTORY_AGES), step_ms=1.0, full_run=True)
+    history_backlog(sandbox, plan.entries)
     sandbox.reset_stats()
     log("drain, projected fields")
     projected = drain_variant(sandbox, plan.entries, DEFAULT_FIELDS, log)
