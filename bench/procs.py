@@ -53,6 +53,15 @@ def status_kb(pid: int, key: str) -> int:
     return 0
 
 
+def bytes_written(pid: int) -> int:
+    """Bytes the process has handed to write calls so far (``wchar`` of /proc/<pid>/io:
+    the journal's WAL and database writes, files, logs), cached or not."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    return 0
+
+
 @dataclass(frozen=True)
 class Reaped:
     returncode: int
@@ -267,6 +276,9 @@ class Daemon:
 
     def hwm_mb(self) -> float:
         return status_kb(self.pid, "VmHWM") / 1024
+
+    def bytes_written(self) -> int:
+        return bytes_written(self.pid)
 
     def rss_mb(self) -> float:
         return status_kb(self.pid, "VmRSS") / 1024

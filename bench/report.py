@@ -261,6 +261,7 @@ def rows(results: dict[str, Any], checks: list[dict[str, Any]]) -> list[Row]:
                 f"{idle['api_requests']} (poll {idle['poll_interval']:g}s)",
             ),
             Row("", "bytes read while idle", _mb(idle["bytes_read"])),
+            Row("", "bytes written while idle", _mb(idle["bytes_written"])),
             judged("", "CPU % of one core", "idle: CPU % of one core"),
         ]
     slow = results.get("slow_sink")

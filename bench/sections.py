@@ -399,9 +399,9 @@ def idle(sandbox: Sandbox, plan: Plan, daemon: Daemon, log: Log) -> dict[str, An
     # Caught up: the last entries were written; one more poll cycle to be sure.
     time.sleep(plan.poll_interval + 0.5)
     sandbox.reset_stats()
-    cpu0, t0 = daemon.cpu_seconds(), time.monotonic()
+    cpu0, t0, written0 = daemon.cpu_seconds(), time.monotonic(), daemon.bytes_written()
     time.sleep(plan.idle_seconds)
-    cpu1, t1 = daemon.cpu_seconds(), time.monotonic()
+    cpu1, t1, written1 = daemon.cpu_seconds(), time.monotonic(), daemon.bytes_written()
     stats = sandbox.stats()
     return {
         "seconds": round(t1 - t0, 2),
@@ -413,6 +413,9 @@ def idle(sandbox: Sandbox, plan: Plan, daemon: Daemon, log: Log) -> dict[str, An
         "api_requests": stats["logs_requests"],
         "requests_before_retry_after": stats.get("requests_before_retry_after", 0),
         "bytes_read": stats["bench"]["response_bytes"],
+        # Each of those polls commits only when something moved: a quiet stream's disk
+        # writes (SSD wear, the WAL's checkpoints) show here.
+        "bytes_written": written1 - written0,
         "rss_mb": round(daemon.rss_mb(), 1),
     }
 
