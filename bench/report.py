@@ -16,9 +16,9 @@ DRAIN_TARGETS = {"projected": (0.6, 1.5, 2.5), "full": (0.4, 3.0, 3.0)}
 """Per variant: product / fetch limit >=, product / naive >=, CPU per entry / limit's <=."""
 FULL_DRAIN_KEEPS_PACE = 0.9
 """A full-object drain's last quarter at least this fast as its first: "not slowing as the
-journal grows". Issue 8's slowdown was a whole drain of 200k at 0.8 of the rate of one of
-50k; within one drain its last quarter would have been slower still, so 0.9 catches it,
-with room for this machine's noise."""
+journal grows". Issue 8's slowdown showed as a whole 200k drain at 0.8 of a 50k drain's
+rate; quarters of one drain show a slowdown more sharply than whole drains, so 0.9 is the
+bar, with room for this machine's noise."""
 
 
 @dataclass
