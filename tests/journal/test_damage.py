@@ -43,8 +43,8 @@ def damage_middle(path: Path) -> None:
     on the path of reading the entries and of the next prune."""
     with path.open("rb") as handle:
         # The file header's page size (1 stands for 65536).
-        page_size = int.from_bytes(handle.read(18)[16:18], "big") or 1
-        page_size = 65536 if page_size == 1 else page_size
+        page_size = int.from_bytes(handle.read(18)[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
     pages = path.stat().st_size // page_size
     with path.open("r+b") as handle:
         for page in range(pages // 3, 2 * pages // 3):

@@ -494,11 +494,11 @@ def test_new_journals_get_large_pages_and_old_ones_keep_theirs(tmp_path: Path) -
     old = JournalStore(old_path)
     try:
         for store, page_size in ((fresh, 32768), (old, 4096)):
-            settings = [
+            pragmas = [
                 store._db.execute(f"PRAGMA {name}").fetchone()[0]
                 for name in ("page_size", "wal_autocheckpoint")
             ]
-            assert settings == [page_size, 64 * 1024 * 1024 // page_size]
+            assert pragmas == [page_size, 64 * 1024 * 1024 // page_size]
         commit(old, "s", rows("a"), STATE)
         assert ids(old.read_after(0, ["s"], max_events=10, max_bytes=10_000)) == ["a"]
     finally:
